@@ -1,0 +1,43 @@
+# gbhet: `make book` runs the whole study on the demo profile and renders the book; `make test` tests it.
+# Both create .venv (Python 3.11) and install the pinned requirements and the package on first use.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+RUN_DIR ?= runs/demo
+SEED   ?= 0
+STAMP  := $(VENV)/.installed
+
+export HF_HUB_OFFLINE ?= 1
+export MPLBACKEND ?= Agg
+
+.PHONY: install test book study clean help
+
+help:
+	@echo "make book   - install, run every chapter on the demo profile (gbhet run), render _build/html"
+	@echo "make test   - install, run unit tests and notebook smoke tests"
+	@echo "make study  - only run the chapters (RUN_DIR=$(RUN_DIR), SEED=$(SEED))"
+	@echo "make clean  - remove _build, runs/ and caches (keeps .venv)"
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(STAMP): requirements.txt pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	touch $@
+
+install: $(STAMP)
+
+test: install
+	$(BIN)/python -m pytest
+
+study: install
+	$(BIN)/gbhet run --profile demo --run-dir $(RUN_DIR) --seed $(SEED)
+
+book: study
+	$(BIN)/gbhet book --run-dir $(RUN_DIR)
+
+clean:
+	rm -rf _build book/chapters runs .pytest_cache

@@ -1,0 +1,127 @@
+"""The ``gbhet`` command: ``gbhet run`` (the study), ``gbhet synth`` (the demo cohort), ``gbhet book``."""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import yaml
+
+from .config import DEVICES, PROFILES, ConfigError, StudyConfig
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``gbhet`` console script; returns the exit status."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args) or 0)
+    except (ConfigError, ValueError, FileNotFoundError) as err:
+        print(f"gbhet {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gbhet", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="execute the study's notebooks in order with papermill",
+                         description="Execute notebooks/NN_*.ipynb in order into the run directory. Finished "
+                                     "stages are skipped; a failing cell stops the run and is reported.")
+    run.add_argument("--profile", default="demo", choices=PROFILES)
+    run.add_argument("--run-dir", type=Path, default=Path("runs/demo"))
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--device", default="auto", choices=DEVICES)
+    run.add_argument("--data-mirror", type=Path, default=None,
+                     help="local copy of the data manifest's files (default: $GBHET_DATA_MIRROR)")
+    run.add_argument("--only", action="append", metavar="STAGE",
+                     help="run only this stage (01_data, 01, 1 or data); repeatable")
+    run.add_argument("--force", action="store_true", help="rerun stages that already finished")
+    run.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", dest="overrides",
+                     help="override a notebook parameter (YAML value, e.g. n_patients=4); repeatable")
+    run.add_argument("--notebooks", type=Path, default=Path("notebooks"), help="folder of the stage notebooks")
+    run.add_argument("--no-progress", action="store_true", help="hide the per-cell progress bar")
+    run.set_defaults(handler=_cmd_run)
+
+    synth = sub.add_parser("synth", help="generate the synthetic demo cohort with planted truth",
+                           description="Write the demo cohort (tables, pyramidal TIFF slides, truth.json) to --out.")
+    synth.add_argument("--out", type=Path, required=True)
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--patients", type=int, default=None, help="patients in the multimodal cohort")
+    synth.add_argument("--min-lineages", type=int, default=None)
+    synth.add_argument("--max-lineages", type=int, default=None)
+    synth.add_argument("--pool", type=int, default=None, help="samples in the RNA-only pre-training pool")
+    synth.add_argument("--genes", type=int, default=None)
+    synth.add_argument("--slide-width", type=int, default=None, help="level-0 width, px")
+    synth.add_argument("--slide-height", type=int, default=None, help="level-0 height, px")
+    synth.add_argument("--mpp", type=float, default=None, help="level-0 µm per pixel")
+    synth.add_argument("--jobs", type=int, default=None, help="slide-rendering processes (default 2)")
+    synth.add_argument("--force", action="store_true", help="regenerate even if a complete cohort is there")
+    synth.set_defaults(handler=_cmd_synth)
+
+    book = sub.add_parser("book", help="render the Jupyter Book from a run's executed notebooks")
+    book.add_argument("--run-dir", type=Path, default=Path("runs/demo"))
+    book.add_argument("--book-root", type=Path, default=Path("."))
+    book.set_defaults(handler=_cmd_book)
+    return parser
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from .runner import StageFailed, run_study
+
+    config = StudyConfig(profile=args.profile, run_dir=args.run_dir, seed=args.seed, device=args.device,
+                         data_mirror=args.data_mirror)
+    try:
+        results = run_study(config, notebook_dir=args.notebooks, only=args.only, force=args.force,
+                            parameters=_parse_overrides(args.overrides), progress=not args.no_progress)
+    except StageFailed as err:
+        print(f"gbhet run: {err}", file=sys.stderr)
+        return 1
+    ran = sum(r.status == "ran" for r in results)
+    print(f"gbhet run: {ran} stage(s) ran, {len(results) - ran} skipped; results in {config.run_dir}",
+          file=sys.stderr)
+    return 0
+
+
+def _cmd_synth(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from .data.synthetic import CohortSpec, make_demo_cohort
+
+    spec = CohortSpec()
+    fields = {"n_patients": args.patients, "min_lineages": args.min_lineages, "max_lineages": args.max_lineages,
+              "n_pool": args.pool, "n_genes": args.genes}
+    spec = dataclasses.replace(spec, **{k: v for k, v in fields.items() if v is not None})
+    geometry = {"width": args.slide_width, "height": args.slide_height, "mpp": args.mpp}
+    spec = dataclasses.replace(spec, slide=dataclasses.replace(
+        spec.slide, **{k: v for k, v in geometry.items() if v is not None}))
+    start = time.perf_counter()
+    out = make_demo_cohort(args.out, spec, seed=args.seed, n_jobs=args.jobs, force=args.force)
+    size_mb = sum(p.stat().st_size for p in out.rglob("*") if p.is_file()) / 1e6
+    print(f"gbhet synth: cohort in {out} ({size_mb:.1f} MB) after {time.perf_counter() - start:.1f} s",
+          file=sys.stderr)
+    return 0
+
+
+def _cmd_book(args: argparse.Namespace) -> int:
+    from .book import build_book
+
+    index = build_book(args.run_dir, book_root=args.book_root)
+    print(f"gbhet book: {index}", file=sys.stderr)
+    return 0
+
+
+def _parse_overrides(items: list[str]) -> dict[str, Any]:
+    overrides = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise ValueError(f"--set {item!r}: expected NAME=VALUE, e.g. --set n_patients=4")
+        overrides[name.strip()] = yaml.safe_load(value)
+    return overrides
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

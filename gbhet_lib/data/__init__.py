@@ -1,0 +1,1 @@
+"""Data acquisition and cohort tables. Depends on nothing else of ours."""

@@ -1,0 +1,288 @@
+"""Run the study: execute the chapter notebooks in order with papermill, into the run directory.
+
+A *stage* is one notebook ``notebooks/NN_name.ipynb``. Executing it writes ``<run_dir>/notebooks/NN_name.ipynb``
+(atomically: the notebook is executed into a temporary file that is renamed only on success) and then a
+completion record ``<run_dir>/notebooks/NN_name.done.json`` holding the injected parameters and the sha256 of
+the source notebook. A stage is *finished* when both files exist and the record matches the parameters and
+source of now; finished stages are skipped unless forced, so a run can be resumed or one chapter rerun alone.
+
+Every stage receives the parameters ``profile``, ``run_dir`` (absolute), ``seed`` and ``device`` from the
+:class:`~gbhet_lib.config.StudyConfig`, plus those extra overrides that its ``parameters`` cell declares.
+A failing cell stops the run with :class:`StageFailed`; the partially executed notebook, traceback included,
+is kept as ``<run_dir>/notebooks/NN_name.failed.ipynb``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+import nbformat
+import papermill
+
+from .config import StudyConfig
+from .io import atomic_path, read_json, write_json_atomic
+from .rundir import RunDir, init_run_dir
+
+#: parameters every stage receives from the StudyConfig (overrides may not set them)
+CONFIG_PARAMETERS: tuple[str, ...] = ("profile", "run_dir", "seed", "device")
+STAGE_GLOB = "[0-9][0-9]_*.ipynb"
+_STAGE_NAME = re.compile(r"^(?P<number>\d\d)_(?P<name>.+)$")
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One chapter notebook; ``name`` is the file stem, e.g. ``01_data``."""
+
+    name: str
+    path: Path
+
+    @property
+    def keys(self) -> frozenset[str]:
+        """The names that select this stage: ``01_data``, ``01``, ``1`` and ``data``."""
+        match = _STAGE_NAME.match(self.name)
+        if match is None:
+            return frozenset({self.name})
+        number = match["number"]
+        return frozenset({self.name, number, str(int(number)), match["name"]})
+
+
+@dataclass(frozen=True)
+class StageResult:
+    """What :func:`run_study` did with one stage; ``output`` is the executed notebook in the run dir."""
+
+    stage: str
+    status: Literal["ran", "skipped"]
+    duration_s: float
+    output: Path
+
+
+class StageFailed(RuntimeError):
+    """A cell of a stage's notebook raised; the message says where and where to read the traceback.
+
+    Attributes:
+        stage: the stage name, e.g. ``01_data``.
+        notebook: the source notebook.
+        cell_index: 0-based position of the failing cell in the source notebook (the message counts from 1).
+        execution_count: the cell's ``In [n]`` number in the executed notebook, if it ran.
+        ename, evalue: the exception's type name and message.
+        failed_notebook: the partially executed notebook, with the traceback.
+    """
+
+    def __init__(self, stage: str, notebook: Path, cell_index: int, execution_count: int | None,
+                 ename: str, evalue: str, failed_notebook: Path) -> None:
+        self.stage = stage
+        self.notebook = notebook
+        self.cell_index = cell_index
+        self.execution_count = execution_count
+        self.ename = ename
+        self.evalue = evalue
+        self.failed_notebook = failed_notebook
+        super().__init__(stage, notebook, cell_index, execution_count, ename, evalue, failed_notebook)
+
+    def __str__(self) -> str:
+        where = f"cell {self.cell_index + 1}"
+        if self.execution_count is not None:
+            where += f" (In [{self.execution_count}])"
+        error = f"{self.ename}: {self.evalue}" if self.evalue else self.ename
+        return (f"stage {self.stage} failed: {display_path(self.notebook)}, {where}: {error}. "
+                f"The executed notebook with the traceback is at {display_path(self.failed_notebook)}")
+
+
+def discover_stages(notebook_dir: Path) -> list[Stage]:
+    """The stages in ``notebook_dir``: its ``NN_name.ipynb`` files, sorted by name."""
+    paths = sorted(Path(notebook_dir).glob(STAGE_GLOB))
+    if not paths:
+        raise ValueError(f"no stage notebooks ({STAGE_GLOB}) in folder {str(notebook_dir)!r}. "
+                         "Pass the folder that holds the study's notebooks, e.g. notebooks/.")
+    return [Stage(path.stem, path) for path in paths]
+
+
+def select_stages(stages: list[Stage], only: list[str] | None) -> list[Stage]:
+    """The stages named in ``only`` (all when ``only`` is empty or None), in study order.
+
+    A stage ``01_data`` is named by ``01_data``, ``01``, ``1`` or ``data``; an unknown name is a ValueError
+    that lists the valid ones.
+    """
+    if not only:
+        return list(stages)
+    unknown = [key for key in only if not any(key in stage.keys for stage in stages)]
+    if unknown:
+        raise ValueError(f"unknown stage(s) {', '.join(map(repr, unknown))}; valid stages: "
+                         f"{', '.join(stage.name for stage in stages)} (a stage may also be named by its "
+                         "number or its name alone, e.g. '1' or 'data' for 01_data)")
+    return [stage for stage in stages if stage.keys & set(only)]
+
+
+def run_study(config: StudyConfig, notebook_dir: Path = Path("notebooks"), only: list[str] | None = None,
+              force: bool = False, parameters: dict[str, Any] | None = None, progress: bool = True,
+              kernel_name: str | None = None) -> list[StageResult]:
+    """Execute the selected stages in order into ``config.run_dir`` and say what was done.
+
+    Args:
+        config: the run's settings; ``profile``, ``run_dir``, ``seed`` and ``device`` become parameters.
+        notebook_dir: the folder of stage notebooks; its parent is the working directory of the notebooks.
+        only: stage names to run (see :func:`select_stages`); None runs all.
+        force: rerun finished stages too.
+        parameters: extra parameter overrides; each stage gets those its ``parameters`` cell declares, and a
+            name that no selected stage declares is a ValueError.
+        progress: show papermill's per-cell progress bar (the one-line-per-stage log is always printed).
+        kernel_name: the Jupyter kernel to use; None uses each notebook's own kernelspec.
+
+    Raises:
+        StageFailed: a cell raised; later stages are not run.
+    """
+    notebook_dir = Path(notebook_dir).resolve()
+    stages = select_stages(discover_stages(notebook_dir), only)
+    stage_parameters = _parameters_per_stage(config, stages, parameters or {})
+    run = init_run_dir(config)
+    results = []
+    for number, stage in enumerate(stages, start=1):
+        prefix = f"[{number}/{len(stages)}] {stage.name} …"
+        params = stage_parameters[stage.name]
+        reason = "forced" if force else rerun_reason(stage, run, params)
+        if reason is None:
+            _log(f"{prefix} skipped (finished; use --force to rerun)")
+            results.append(StageResult(stage.name, "skipped", 0.0, output_path(run, stage)))
+            continue
+        _log(f"{prefix} running ({reason})")
+        result = _execute(stage, run, params, cwd=notebook_dir.parent, progress=progress,
+                          kernel_name=kernel_name, prefix=prefix)
+        _log(f"{prefix} done in {result.duration_s:.1f} s")
+        results.append(result)
+    return results
+
+
+def rerun_reason(stage: Stage, run: RunDir, parameters: dict[str, Any]) -> str | None:
+    """Why ``stage`` must run with ``parameters``, or None when it is finished (see the module docstring)."""
+    if not output_path(run, stage).exists():
+        return "not run yet"
+    if not record_path(run, stage).exists():
+        return "no completion record: the last run did not finish"
+    try:
+        record = read_json(record_path(run, stage))
+    except ValueError:
+        return "completion record unreadable"
+    if record.get("source_sha256") != file_sha256(stage.path):
+        return "notebook changed"
+    previous = record.get("parameters", {})
+    changed = sorted(name for name in set(previous) | set(parameters) if previous.get(name) != parameters.get(name))
+    if changed:
+        return f"parameters changed: {', '.join(changed)}"
+    return None
+
+
+def output_path(run: RunDir, stage: Stage) -> Path:
+    """``<run_dir>/notebooks/<stage>.ipynb``: the executed notebook of a finished stage."""
+    return run.notebooks / f"{stage.name}.ipynb"
+
+
+def record_path(run: RunDir, stage: Stage) -> Path:
+    """``<run_dir>/notebooks/<stage>.done.json``: the completion record of a stage."""
+    return run.notebooks / f"{stage.name}.done.json"
+
+
+def failed_path(run: RunDir, stage: Stage) -> Path:
+    """``<run_dir>/notebooks/<stage>.failed.ipynb``: the partially executed notebook of a failed stage."""
+    return run.notebooks / f"{stage.name}.failed.ipynb"
+
+
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of a file's bytes."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def display_path(path: Path) -> str:
+    """``path`` relative to the working directory when it lies below it, else absolute."""
+    path = Path(path).resolve()
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def _parameters_per_stage(config: StudyConfig, stages: list[Stage],
+                          overrides: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The parameters to inject into each stage (JSON-normalised so they compare equal to the record)."""
+    reserved = sorted(set(overrides) & set(CONFIG_PARAMETERS))
+    if reserved:
+        raise ValueError(f"parameter override(s) {', '.join(reserved)} come from the StudyConfig; "
+                         "set them there (e.g. --seed, --run-dir) instead.")
+    declared = {stage.name: set(papermill.inspect_notebook(str(stage.path))) for stage in stages}
+    unknown = sorted(set(overrides) - set().union(*declared.values()))
+    if unknown:
+        known = sorted(set().union(*declared.values()) - set(CONFIG_PARAMETERS))
+        raise ValueError(f"unknown parameter override(s) {', '.join(unknown)}: no selected stage "
+                         f"({', '.join(declared)}) declares them. Known: {', '.join(known) or 'none'}.")
+    base = {"profile": config.profile, "run_dir": str(Path(config.run_dir).resolve()),
+            "seed": config.seed, "device": config.device}
+    return {name: _json_normalised({**base, **{k: v for k, v in overrides.items() if k in names}})
+            for name, names in declared.items()}
+
+
+def _json_normalised(parameters: dict[str, Any]) -> dict[str, Any]:
+    try:
+        return json.loads(json.dumps(parameters, sort_keys=True))
+    except TypeError as err:
+        raise ValueError(f"notebook parameters must be JSON values (numbers, strings, lists, ...): {err}") from err
+
+
+def _execute(stage: Stage, run: RunDir, parameters: dict[str, Any], cwd: Path, progress: bool,
+             kernel_name: str | None, prefix: str) -> StageResult:
+    """Execute one stage into the run dir; write its completion record on success, raise StageFailed if not."""
+    record_path(run, stage).unlink(missing_ok=True)  # unfinished from now on, whatever happens
+    source_sha256 = file_sha256(stage.path)
+    started, clock = datetime.now(timezone.utc), time.perf_counter()
+    with atomic_path(output_path(run, stage), suffix=".ipynb") as tmp:
+        try:
+            papermill.execute_notebook(str(stage.path), str(tmp), parameters=parameters, cwd=str(cwd),
+                                       progress_bar=progress, kernel_name=kernel_name, report_mode=False,
+                                       log_output=False)
+        except papermill.PapermillExecutionError as err:
+            os.replace(tmp, failed_path(run, stage))
+            _log(f"{prefix} failed after {time.perf_counter() - clock:.1f} s")
+            raise _stage_failed(stage, err, failed_path(run, stage)) from None
+    duration_s = round(time.perf_counter() - clock, 3)
+    failed_path(run, stage).unlink(missing_ok=True)
+    write_json_atomic(record_path(run, stage), {
+        "stage": stage.name,
+        "parameters": parameters,
+        "source": str(stage.path),
+        "source_sha256": source_sha256,
+        "started": started.isoformat(timespec="seconds"),
+        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "duration_s": duration_s,
+        "papermill_version": papermill.__version__,
+    })
+    return StageResult(stage.name, "ran", duration_s, output_path(run, stage))
+
+
+def _stage_failed(stage: Stage, err: papermill.PapermillExecutionError, failed_notebook: Path) -> StageFailed:
+    """StageFailed for ``err``, with the cell index mapped back to the source notebook.
+
+    papermill counts cells in the executed notebook, where it inserted an ``injected-parameters`` cell after
+    the ``parameters`` cell (or first, without one) unless the source already had such a cell.
+    """
+    source = nbformat.read(stage.path, as_version=4)
+    cell_index = err.cell_index
+    if _first_tagged(source, "injected-parameters") < 0:
+        injected_at = _first_tagged(source, "parameters") + 1
+        if cell_index > injected_at:
+            cell_index -= 1
+    return StageFailed(stage.name, stage.path, cell_index, err.exec_count, err.ename, err.evalue, failed_notebook)
+
+
+def _first_tagged(nb: nbformat.NotebookNode, tag: str) -> int:
+    """Index of the first cell tagged ``tag``, or -1."""
+    return next((i for i, cell in enumerate(nb.cells) if tag in cell.metadata.get("tags", [])), -1)
+
+
+def _log(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
