@@ -6,6 +6,7 @@ Every writer here writes to a temporary file in the destination folder and renam
 from __future__ import annotations
 
 import contextlib
+import gzip
 import json
 import os
 import tempfile
@@ -64,9 +65,11 @@ def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> Path:
 def write_table_atomic(path: str | os.PathLike[str], table: pd.DataFrame, index: bool = True) -> Path:
     """Write a DataFrame as TSV (gzip if the name ends in ``.gz``) atomically."""
     target = Path(path)
-    compression = {"method": "gzip", "mtime": 0} if target.suffix == ".gz" else None
+    text = table.to_csv(sep="\t", index=index, lineterminator="\n").encode("utf-8")
+    # gzip.compress stores no file name and mtime 0: equal tables give equal bytes
+    data = gzip.compress(text, mtime=0) if target.suffix == ".gz" else text
     with atomic_path(target) as tmp:
-        table.to_csv(tmp, sep="\t", index=index, compression=compression, lineterminator="\n")
+        tmp.write_bytes(data)
     return target
 
 

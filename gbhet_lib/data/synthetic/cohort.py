@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from ...io import atomic_path, read_json, write_json_atomic, write_table_atomic
 from .clinical import (AGE_LOG_HAZARD_PER_YEAR, IMAGING_TRAITS, OS_LOG_HAZARD, PFS_LOG_HAZARD, draw_demographics,
@@ -100,7 +100,7 @@ class CohortTruth:
     """What was planted, read back from ``truth.json``.
 
     Attributes:
-        programs: program → {"visible": bool, "description": str}.
+        programs: program → {"visible": bool, "description": str}, in the generator's program order.
         modules: program → module gene symbols.
         drivers: program → driver gene symbols (the strongest loadings).
         activity: lineages and pool samples × programs (standard-normal scale).
@@ -135,9 +135,10 @@ class CohortTruth:
     @classmethod
     def load(cls, path: str | Path) -> CohortTruth:
         raw = read_json(path)
+        programs = {p["name"]: {"visible": p["visible"], "description": p["description"]} for p in raw["programs"]}
         return cls(
-            programs=raw["programs"], modules=raw["modules"], drivers=raw["drivers"],
-            activity=pd.DataFrame(raw["activity"]).T.rename_axis("sample_id")[list(raw["programs"])],
+            programs=programs, modules=raw["modules"], drivers=raw["drivers"],
+            activity=pd.DataFrame(raw["activity"]).T.rename_axis("sample_id")[list(programs)],
             size_factors=pd.Series(raw["size_factors"], name="size_factor").rename_axis("sample_id"),
             slide_lineage=raw["slide_lineage"], lineage_patient=raw["lineage_patient"],
             survival=raw["survival"], imaging_traits=raw["imaging_traits"],
@@ -208,7 +209,7 @@ def make_demo_cohort(
     write_table_atomic(out / "ppi_edges.tsv", edges, index=False)
     activity = pd.concat([lineage_activity, pool_activity])
     truth = {
-        "programs": {p.name: {"visible": p.visible, "description": p.description} for p in PROGRAMS},
+        "programs": [{"name": p.name, "visible": p.visible, "description": p.description} for p in PROGRAMS],
         "modules": genes.module_symbols(),
         "drivers": genes.drivers,
         "activity": {s: {p: round(float(v), 6) for p, v in row.items()} for s, row in activity.iterrows()},
@@ -266,3 +267,39 @@ def _render_slides(out: Path, activity: pd.DataFrame, geometry: SlideGeometry, s
                 bar.update()
     bar.close()
     return dict(sorted(stats.items()))
+
+
+@dataclass(frozen=True)
+class DemoCohort:
+    """The tables of a generated cohort, read back (counts are genes × samples, raw integers)."""
+
+    root: Path
+    genes: pd.DataFrame
+    counts_lineages: pd.DataFrame
+    counts_pool: pd.DataFrame
+    lineages: pd.DataFrame
+    patients: pd.DataFrame
+    pool_clinical: pd.DataFrame
+    ppi_edges: pd.DataFrame
+    truth: CohortTruth
+
+    def slide_path(self, lineage_id: str) -> Path:
+        return self.root / self.lineages.loc[lineage_id, "slide_file"]
+
+
+def load_demo_cohort(data_dir: str | Path) -> DemoCohort:
+    """Read a cohort written by :func:`make_demo_cohort`; an unfinished one is an error that says so."""
+    root = Path(data_dir)
+    if not (root / COMPLETE_MARKER).exists():
+        raise FileNotFoundError(f"{root} holds no complete synthetic cohort ({COMPLETE_MARKER} missing). "
+                                "Run `gbhet synth --out DIR` or the 01_data chapter first.")
+
+    def table(name: str) -> pd.DataFrame:
+        return pd.read_csv(root / name, sep="\t", index_col=0)
+
+    return DemoCohort(
+        root=root, genes=table("genes.tsv"), counts_lineages=table("counts_lineages.tsv.gz"),
+        counts_pool=table("counts_pool.tsv.gz"), lineages=table("lineages.tsv"), patients=table("patients.tsv"),
+        pool_clinical=table("pool_clinical.tsv"), ppi_edges=pd.read_csv(root / "ppi_edges.tsv", sep="\t"),
+        truth=CohortTruth.load(root / "truth.json"),
+    )

@@ -4,7 +4,7 @@ The renderer builds haematoxylin (H) and eosin (E) optical-density maps and comp
 Beer–Lambert (RGB = 255·exp(−(H·h + E·e)) with Ruifrok–Johnston stain vectors), so stain variation
 between slides behaves like real stain variation. What each visible program does:
 
-* ``hypoxia``: area of pale necrotic foci (few nuclei, karyorrhectic debris) ringed by dense
+* ``hypoxia``: area of eosinophilic, acellular necrotic foci (few nuclei, karyorrhectic debris) ringed by dense
   pseudopalisading nuclei;
 * ``proliferation``: nuclear density and hyperchromasia;
 * ``angiogenesis``: vessel density, wall thickness and glomeruloid tufts.
@@ -25,6 +25,7 @@ from scipy import ndimage
 
 _H_VECTOR = np.array([0.650, 0.704, 0.286], np.float32)  # Ruifrok & Johnston 2001
 _E_VECTOR = np.array([0.072, 0.990, 0.105], np.float32)
+_BLOOD_VECTOR = np.array([0.08, 1.15, 0.95], np.float32)  # erythrocytes: absorb green and blue, pass red
 _COARSE = 8  # coarse grid step (level-0 px) for smooth fields
 
 
@@ -97,13 +98,14 @@ def render_slide(
 
     # Stroma: fibrillary eosinophilic background with faint haematoxylin.
     texture = _upsample(_smooth_noise(rng, coarse_shape, 1.5), _COARSE)
-    stain_h = np.where(tissue, 0.06 + 0.02 * texture, 0.012).astype(np.float32)
+    stain_h = np.where(tissue, 0.08 + 0.02 * texture, 0.012).astype(np.float32)
     stain_e = np.where(tissue, 0.34 + 0.07 * texture, 0.018).astype(np.float32)
-    stain_e[necrosis] = 0.26 + 0.04 * texture[necrosis]
-    stain_h[necrosis] = 0.09
+    # Necrosis: homogeneous, eosinophilic (pinker than viable tissue), no haematoxylin haze.
+    stain_e[necrosis] = 0.38 + 0.02 * texture[necrosis]
+    stain_h[necrosis] = 0.02
 
     # Nuclei: Poisson counts per coarse cell from a density map (per µm²).
-    density = 0.0022 * np.exp(0.35 * pro) * (tissue_score > 0)
+    density = 0.0022 * np.exp(0.45 * pro) * (tissue_score > 0)
     density = np.where(coarse_necrosis, 0.3 * density, np.where(palisade, 2.6 * density, density))
     n_per_cell = rng.poisson(density * coarse_um**2)
     cell_y, cell_x = np.nonzero(n_per_cell)
@@ -114,12 +116,13 @@ def render_slide(
     darkness = (0.55 + 0.12 * pro) * rng.uniform(0.75, 1.25, len(ny))
     _stamp_nuclei(stain_h, ny, nx, darkness, ~in_necrosis, mpp, rng)
 
-    n_vessels = _draw_vessels(stain_h, stain_e, tissue & ~necrosis, ang, mpp, rng)
+    blood = np.zeros_like(stain_h)
+    n_vessels = _draw_vessels(stain_h, stain_e, blood, tissue & ~necrosis, ang, mpp, rng)
 
     grain = rng.standard_normal((h, w), dtype=np.float32)
     stain_h += 0.015 * grain
     stain_e -= 0.015 * grain
-    rgb = _compose_rgb(stain_h, stain_e, rng)
+    rgb = _compose_rgb(stain_h, stain_e, blood, rng)
     stats = {
         "tissue_fraction": float(tissue.mean()),
         "necrosis_fraction_of_tissue": float(necrosis.sum() / max(tissue.sum(), 1)),
@@ -130,7 +133,7 @@ def render_slide(
     return RenderedSlide(rgb=rgb, stats=stats)
 
 
-def _compose_rgb(stain_h: np.ndarray, stain_e: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def _compose_rgb(stain_h: np.ndarray, stain_e: np.ndarray, blood: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Beer–Lambert composition with per-slide stain-vector jitter (stain variation between slides)."""
     scale = np.float32(rng.uniform(0.9, 1.1))
     h_vec = _H_VECTOR * rng.uniform(0.88, 1.12, 3).astype(np.float32) * scale
@@ -139,9 +142,11 @@ def _compose_rgb(stain_h: np.ndarray, stain_e: np.ndarray, rng: np.random.Genera
     for c in range(3):
         channel = stain_h * -h_vec[c]
         channel -= stain_e * e_vec[c]
+        channel -= blood * _BLOOD_VECTOR[c]
+        np.minimum(channel, 0.0, out=channel)  # grain may push a stain below zero: OD is never negative
         np.exp(channel, out=channel)
         channel *= 255.0
-        rgb[..., c] = channel  # values lie in (0, 255]: the cast truncates, no clipping needed
+        rgb[..., c] = channel  # values lie in (0, 255]
     return rgb
 
 
@@ -222,8 +227,8 @@ def _stamp_nuclei(stain_h: np.ndarray, ny: np.ndarray, nx: np.ndarray, darkness:
             stain_h[yy, xx] = np.maximum(stain_h[yy, xx], value)
 
 
-def _draw_vessels(stain_h: np.ndarray, stain_e: np.ndarray, allowed: np.ndarray, ang: float, mpp: float,
-                  rng: np.random.Generator) -> int:
+def _draw_vessels(stain_h: np.ndarray, stain_e: np.ndarray, blood: np.ndarray, allowed: np.ndarray, ang: float,
+                  mpp: float, rng: np.random.Generator) -> int:
     """Draw vessels (lumen with red cells, endothelial wall) in place; returns how many were drawn."""
     h, w = allowed.shape
     area_mm2 = allowed.sum() * (mpp * 1e-3) ** 2
@@ -255,6 +260,8 @@ def _draw_vessels(stain_h: np.ndarray, stain_e: np.ndarray, allowed: np.ndarray,
             sub_e[in_wall] = 0.42
             filled = rng.random() < 0.75
             sub_h[in_lumen] = 0.02
-            sub_e[in_lumen] = 0.95 if filled else 0.03
+            sub_e[in_lumen] = 0.05 if filled else 0.03
+            if filled:
+                blood[ya:yb, xa:xb][in_lumen] = rng.uniform(0.7, 1.0)
             drawn += 1
     return drawn

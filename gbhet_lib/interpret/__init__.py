@@ -1,0 +1,1 @@
+"""Interpretation: survival analyses (more arrive with the interpretation chapter)."""

@@ -1,0 +1,86 @@
+"""Figures shared by the chapters. Each function draws on a given Axes (or makes one) and returns it."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from .io import atomic_path
+
+
+def save_figure(fig: Figure, path: str | Path, dpi: int = 150) -> None:
+    """Save ``fig`` atomically (format from the suffix of ``path``)."""
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format=Path(path).suffix.lstrip("."))
+
+
+def library_size_histogram(library_sizes: dict[str, pd.Series], ax: Axes | None = None) -> Axes:
+    """Histogram of log10 library sizes, one colour per sample set (e.g. cohort vs pre-training pool)."""
+    ax = ax or plt.subplots(figsize=(5, 3.2))[1]
+    for name, sizes in library_sizes.items():
+        ax.hist(np.log10(sizes), bins=30, alpha=0.6, label=f"{name} (n={len(sizes)})", density=True)
+    ax.set_xlabel("log10 library size (total counts)")
+    ax.set_ylabel("density")
+    ax.legend(frameon=False)
+    return ax
+
+
+def program_activity_heatmap(activity: pd.DataFrame, row_groups: pd.Series, visible: Sequence[str],
+                             ax: Axes | None = None) -> Axes:
+    """Samples × programs heat map (activity, standard-normal scale), rows grouped by ``row_groups``
+    (e.g. patient), image-visible programs marked with an asterisk."""
+    order = row_groups.sort_values(kind="stable").index
+    data = activity.loc[order]
+    data.columns = [f"{p}*" if p in visible else p for p in data.columns]
+    ax = ax or plt.subplots(figsize=(5.5, 0.22 * len(data) + 1.2))[1]
+    sns.heatmap(data, cmap="RdBu_r", center=0, vmin=-3, vmax=3, ax=ax,
+                cbar_kws={"label": "program activity (z)"}, yticklabels=True)
+    boundaries = np.flatnonzero(row_groups.loc[order].to_numpy()[1:] != row_groups.loc[order].to_numpy()[:-1]) + 1
+    for b in boundaries:
+        ax.axhline(b, color="white", lw=2)
+    ax.set_ylabel("")
+    ax.set_title("* visible in slides", loc="right", fontsize=9)
+    return ax
+
+
+def thumbnails_with_tissue(thumbnails: Sequence[tuple[str, np.ndarray, np.ndarray]], ncols: int = 4,
+                           width: float = 3.0) -> Figure:
+    """Grid of slide thumbnails, each ``(title, rgb, tissue_mask)``, the tissue outline drawn in green."""
+    nrows = int(np.ceil(len(thumbnails) / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, width * 0.8 * nrows), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, (title, rgb, mask) in zip(axes.ravel(), thumbnails):
+        ax.imshow(rgb)
+        ax.contour(mask.astype(float), levels=[0.5], colors="limegreen", linewidths=1.0)
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def community_sizes(summary: pd.DataFrame, highlight: Sequence[str], ax: Axes | None = None) -> Axes:
+    """Bar chart of community sizes (from :func:`gbhet_lib.data.summary.community_summary`), the
+    ``highlight`` communities (e.g. planted program modules) in colour, the rest grey."""
+    ax = ax or plt.subplots(figsize=(7, 3))[1]
+    colours = ["tab:red" if c in highlight else "0.7" for c in summary.index]
+    ax.bar(range(len(summary)), summary["genes"], color=colours)
+    ax.set_xticks(range(len(summary)), summary.index, rotation=90, fontsize=7)
+    ax.set_ylabel("genes")
+    return ax
+
+
+def kaplan_meier(comparison, ax: Axes | None = None, time_unit: str = "days") -> Axes:
+    """Kaplan–Meier curves of a :class:`gbhet_lib.interpret.survival.GroupComparison`, log-rank p in the title."""
+    ax = ax or plt.subplots(figsize=(5, 3.5))[1]
+    for fit in comparison.fits.values():
+        fit.plot_survival_function(ax=ax, ci_show=True, show_censors=True, censor_styles={"ms": 4})
+    ax.set_xlabel(f"time ({time_unit})")
+    ax.set_ylabel("survival probability")
+    ax.set_title(f"log-rank p = {comparison.logrank_p:.2g}", fontsize=10)
+    return ax

@@ -1,0 +1,1 @@
+"""Whole-slide images: slide I/O (openslide) and tissue detection."""

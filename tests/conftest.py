@@ -1,0 +1,27 @@
+"""Shared fixtures: one small synthetic cohort per test session (about a second to make)."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from gbhet_lib.data.synthetic import CohortSpec, SlideGeometry, make_demo_cohort
+
+SMALL_SPEC = CohortSpec(n_patients=4, n_pool=150, n_genes=600, module_size=30, n_drivers=6,
+                        slide=SlideGeometry(width=1024, height=768))
+
+
+@pytest.fixture(scope="session")
+def small_spec() -> CohortSpec:
+    return SMALL_SPEC
+
+
+@pytest.fixture(scope="session")
+def small_cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small cohort made with seed 7 (read-only: tests must not modify it)."""
+    return make_demo_cohort(tmp_path_factory.mktemp("cohort"), SMALL_SPEC, seed=7, n_jobs=1, progress=False)
+
+
+def with_slide(spec: CohortSpec, **geometry: object) -> CohortSpec:
+    return dataclasses.replace(spec, slide=dataclasses.replace(spec.slide, **geometry))

@@ -1,0 +1,40 @@
+"""The gbhet command line: synth, and argument errors of run."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gbhet_lib.cli import main
+from gbhet_lib.data.synthetic import load_demo_cohort
+
+
+def test_synth_writes_a_cohort_of_the_requested_size(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    status = main(["synth", "--out", str(tmp_path / "c"), "--seed", "3", "--patients", "2", "--min-lineages", "2",
+                   "--max-lineages", "2", "--pool", "15", "--genes", "400", "--slide-width", "512",
+                   "--slide-height", "512", "--jobs", "1"])
+    assert status == 0
+    cohort = load_demo_cohort(tmp_path / "c")
+    assert len(cohort.lineages) == 4 and cohort.counts_pool.shape == (400, 15)
+    assert "gbhet synth: cohort in" in capsys.readouterr().err
+
+
+def test_synth_bad_size_is_exit_2_with_a_message(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["synth", "--out", str(tmp_path / "c"), "--patients", "0"]) == 2
+    assert "n_patients=0 must be >= 1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--set", "no_equals_sign"], "expected NAME=VALUE"),
+    (["--only", "99_nothing"], "unknown stage(s) '99_nothing'"),
+    (["--set", "not_a_parameter=1"], "unknown parameter override(s) not_a_parameter"),
+    (["--profile", "demo", "--set", "seed=2"], "come from the StudyConfig"),
+])
+def test_run_argument_errors(tmp_path: Path, capsys: pytest.CaptureFixture, args: list[str], message: str) -> None:
+    assert main(["run", "--run-dir", str(tmp_path / "run"), *args]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_load_of_an_unfinished_cohort_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="no complete synthetic cohort"):
+        load_demo_cohort(tmp_path)

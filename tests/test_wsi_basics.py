@@ -1,0 +1,56 @@
+"""Slide I/O errors, Otsu thresholding and tissue masks."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gbhet_lib.data.synthetic import CohortTruth
+from gbhet_lib.wsi.slide_io import describe_slides, open_slide, read_thumbnail
+from gbhet_lib.wsi.tissue import otsu_threshold, saturation, tissue_mask
+
+
+def test_otsu_separates_two_populations() -> None:
+    rng = np.random.default_rng(0)
+    low, high = rng.normal(0.1, 0.02, 500), rng.normal(0.6, 0.05, 300)
+    threshold = otsu_threshold(np.concatenate([low, high]))
+    assert (low <= threshold + 0.01).all() and (high > threshold).all()
+
+
+def test_otsu_of_a_blank_image_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="blank"):
+        otsu_threshold(np.zeros(10))
+
+
+def test_saturation_of_grey_is_zero_and_of_red_is_one() -> None:
+    rgb = np.array([[[128, 128, 128], [255, 0, 0]]], np.uint8)
+    np.testing.assert_allclose(saturation(rgb), [[0.0, 1.0]])
+
+
+def test_tissue_mask_matches_the_drawn_tissue(small_cohort: Path) -> None:
+    truth = CohortTruth.load(small_cohort / "truth.json")
+    for name, stats in truth.slide_stats.items():
+        thumb, downsample = read_thumbnail(small_cohort / "slides" / name, max_size=256)
+        assert downsample == pytest.approx(4.0)
+        assert thumb[:4, :4].min() > 200  # background is near-white, no overflowed pixels
+        assert tissue_mask(thumb).mean() == pytest.approx(stats["tissue_fraction"], abs=0.05), name
+
+
+def test_tissue_mask_rejects_grey_images() -> None:
+    with pytest.raises(ValueError, match="H×W×3"):
+        tissue_mask(np.zeros((10, 10), np.uint8))
+
+
+def test_describe_slides(small_cohort: Path, small_spec) -> None:
+    table = describe_slides({p.stem: p for p in sorted((small_cohort / "slides").glob("*.tiff"))})
+    assert (table["mpp"] == small_spec.slide.mpp).all() and (table["levels"] >= 3).all()
+
+
+def test_missing_and_unreadable_slides_are_clear_errors(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="missing.svs does not exist"):
+        open_slide(tmp_path / "missing.svs")
+    junk = tmp_path / "junk.tiff"
+    junk.write_bytes(b"not a slide")
+    with pytest.raises(ValueError, match="junk.tiff cannot be read by openslide"):
+        open_slide(junk)
