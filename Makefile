@@ -9,7 +9,6 @@ SEED   ?= 0
 STAMP  := $(VENV)/.installed
 
 export HF_HUB_OFFLINE ?= 1
-export MPLBACKEND ?= Agg
 
 .PHONY: install test book study clean help
 

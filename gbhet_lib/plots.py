@@ -49,6 +49,14 @@ def program_activity_heatmap(activity: pd.DataFrame, row_groups: pd.Series, visi
     return ax
 
 
+def correlation_heatmap(table: pd.DataFrame, ax: Axes | None = None) -> Axes:
+    """Annotated heat map of a square correlation table (e.g. module × module mean correlation)."""
+    ax = ax or plt.subplots(figsize=(5, 4))[1]
+    sns.heatmap(table, annot=True, fmt=".2f", cmap="RdBu_r", center=0, vmin=-1, vmax=1, ax=ax,
+                cbar_kws={"label": "mean Pearson r"})
+    return ax
+
+
 def thumbnails_with_tissue(thumbnails: Sequence[tuple[str, np.ndarray, np.ndarray]], ncols: int = 4,
                            width: float = 3.0) -> Figure:
     """Grid of slide thumbnails, each ``(title, rgb, tissue_mask)``, the tissue outline drawn in green."""

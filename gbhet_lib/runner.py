@@ -6,7 +6,9 @@ completion record ``<run_dir>/notebooks/NN_name.done.json`` holding the injected
 the source notebook. A stage is *finished* when both files exist and the record matches the parameters and
 source of now; finished stages are skipped unless forced, so a run can be resumed or one chapter rerun alone.
 
-Every stage receives the parameters ``profile``, ``run_dir`` (absolute), ``seed`` and ``device`` from the
+Every stage receives the parameters ``profile``, ``run_dir`` (relative to the notebooks' working directory when
+it lies below it, so executed notebooks and the book show ``runs/demo`` rather than a machine's absolute path;
+absolute otherwise), ``seed`` and ``device`` from the
 :class:`~gbhet_lib.config.StudyConfig`, plus those extra overrides that its ``parameters`` cell declares.
 A failing cell stops the run with :class:`StageFailed`; the partially executed notebook, traceback included,
 is kept as ``<run_dir>/notebooks/NN_name.failed.ipynb``.
@@ -141,7 +143,7 @@ def run_study(config: StudyConfig, notebook_dir: Path = Path("notebooks"), only:
     """
     notebook_dir = Path(notebook_dir).resolve()
     stages = select_stages(discover_stages(notebook_dir), only)
-    stage_parameters = _parameters_per_stage(config, stages, parameters or {})
+    stage_parameters = _parameters_per_stage(config, stages, parameters or {}, cwd=notebook_dir.parent)
     run = init_run_dir(config)
     results = []
     for number, stage in enumerate(stages, start=1):
@@ -208,8 +210,8 @@ def display_path(path: Path) -> str:
         return str(path)
 
 
-def _parameters_per_stage(config: StudyConfig, stages: list[Stage],
-                          overrides: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def _parameters_per_stage(config: StudyConfig, stages: list[Stage], overrides: dict[str, Any],
+                          cwd: Path) -> dict[str, dict[str, Any]]:
     """The parameters to inject into each stage (JSON-normalised so they compare equal to the record)."""
     reserved = sorted(set(overrides) & set(CONFIG_PARAMETERS))
     if reserved:
@@ -221,7 +223,10 @@ def _parameters_per_stage(config: StudyConfig, stages: list[Stage],
         known = sorted(set().union(*declared.values()) - set(CONFIG_PARAMETERS))
         raise ValueError(f"unknown parameter override(s) {', '.join(unknown)}: no selected stage "
                          f"({', '.join(declared)}) declares them. Known: {', '.join(known) or 'none'}.")
-    base = {"profile": config.profile, "run_dir": str(Path(config.run_dir).resolve()),
+    run_dir = Path(config.run_dir).resolve()
+    if run_dir.is_relative_to(cwd):
+        run_dir = run_dir.relative_to(cwd)
+    base = {"profile": config.profile, "run_dir": str(run_dir),
             "seed": config.seed, "device": config.device}
     return {name: _json_normalised({**base, **{k: v for k, v in overrides.items() if k in names}})
             for name, names in declared.items()}

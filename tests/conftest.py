@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 
 import pytest
@@ -25,3 +26,6 @@ def small_cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def with_slide(spec: CohortSpec, **geometry: object) -> CohortSpec:
     return dataclasses.replace(spec, slide=dataclasses.replace(spec.slide, **geometry))
+
+# Tests never reach a model hub, whether run through `make test` or a bare `pytest`.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")

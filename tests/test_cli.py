@@ -38,3 +38,22 @@ def test_run_argument_errors(tmp_path: Path, capsys: pytest.CaptureFixture, args
 def test_load_of_an_unfinished_cohort_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="no complete synthetic cohort"):
         load_demo_cohort(tmp_path)
+
+
+def test_run_failure_exits_1_and_names_notebook_and_cell(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    import nbformat
+
+    notebooks = tmp_path / "notebooks"
+    notebooks.mkdir()
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell('profile = "demo"\nrun_dir = "x"\nseed = 0\ndevice = "auto"',
+                                          metadata={"tags": ["parameters"]}),
+                nbformat.v4.new_code_cell("x = 1"),
+                nbformat.v4.new_code_cell("raise ValueError('cohort table has no patient_id column')")]
+    nbformat.write(nb, notebooks / "01_broken.ipynb")
+    status = main(["run", "--run-dir", str(tmp_path / "run"), "--notebooks", str(notebooks), "--no-progress"])
+    err = capsys.readouterr().err
+    assert status == 1
+    assert "stage 01_broken failed" in err and "01_broken.ipynb, cell 3" in err
+    assert "ValueError: cohort table has no patient_id column" in err
+    assert (tmp_path / "run" / "notebooks" / "01_broken.failed.ipynb").exists()

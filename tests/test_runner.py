@@ -92,7 +92,8 @@ def test_run_skip_force_and_parameter_change(config: StudyConfig, notebooks: Pat
     results = run_study(config, notebooks, parameters={"n_items": 3}, progress=False)
     assert [(r.stage, r.status, r.output) for r in results] == [
         ("01_x", "ran", out / "01_x.ipynb"), ("02_y", "ran", out / "02_y.ipynb")]
-    assert seen(config, "01_x") == {"profile": "demo", "run_dir": str(config.run_dir), "seed": 0,
+    # the run dir lies below the notebooks' working directory (tmp_path), so it is injected relative to it
+    assert seen(config, "01_x") == {"profile": "demo", "run_dir": "run", "seed": 0,
                                     "device": "cpu", "n_items": 3, "cwd": str(tmp_path)}
     assert seen(config, "02_y")["n_items"] is None  # not declared there, so not injected
     record = json.loads((out / "01_x.done.json").read_text())

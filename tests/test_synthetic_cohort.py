@@ -143,6 +143,10 @@ def test_truth_is_consistent_with_tables(small_cohort: Path, small_spec: CohortS
     for program, members in truth.modules.items():
         assert len(members) == small_spec.module_size and set(members) <= symbols
         assert set(truth.drivers[program]) <= set(members) and len(truth.drivers[program]) == small_spec.n_drivers
+        loadings = truth.loadings[program]
+        assert set(loadings) == set(members) and all(v > 0 for v in loadings.values())
+        weakest_driver = min(loadings[g] for g in truth.drivers[program])
+        assert weakest_driver > max(v for g, v in loadings.items() if g not in truth.drivers[program])
     assert set(edges["symbol_a"]) | set(edges["symbol_b"]) <= set(truth.ppi_communities) <= symbols
     assert counts_lineages.index.str.split(".").str[0].tolist() == genes.index.tolist()
     assert set(truth.survival["os"]) <= set(PROGRAM_NAMES)

@@ -38,7 +38,7 @@ from .ppi import make_ppi_edges
 from .programs import PROGRAMS, VISIBLE_PROGRAMS, draw_cohort_activities, draw_pool_activities
 from .slides import SlideGeometry, render_slide, write_pyramidal_tiff
 
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "1"  # bump when the same spec and seed would give other output
 COMPLETE_MARKER = "cohort.json"
 
 
@@ -103,6 +103,7 @@ class CohortTruth:
         programs: program → {"visible": bool, "description": str}, in the generator's program order.
         modules: program → module gene symbols.
         drivers: program → driver gene symbols (the strongest loadings).
+        loadings: program → {module gene symbol: log-fold change per unit of activity}.
         activity: lineages and pool samples × programs (standard-normal scale).
         size_factors: per RNA sample (lineages and pool), the library size factor.
         slide_lineage: slide file name → lineage id; lineage_patient: lineage id → patient id.
@@ -115,6 +116,7 @@ class CohortTruth:
     programs: dict[str, dict[str, Any]]
     modules: dict[str, list[str]]
     drivers: dict[str, list[str]]
+    loadings: dict[str, dict[str, float]]
     activity: pd.DataFrame
     size_factors: pd.Series
     slide_lineage: dict[str, str]
@@ -137,7 +139,7 @@ class CohortTruth:
         raw = read_json(path)
         programs = {p["name"]: {"visible": p["visible"], "description": p["description"]} for p in raw["programs"]}
         return cls(
-            programs=programs, modules=raw["modules"], drivers=raw["drivers"],
+            programs=programs, modules=raw["modules"], drivers=raw["drivers"], loadings=raw["loadings"],
             activity=pd.DataFrame(raw["activity"]).T.rename_axis("sample_id")[list(programs)],
             size_factors=pd.Series(raw["size_factors"], name="size_factor").rename_axis("sample_id"),
             slide_lineage=raw["slide_lineage"], lineage_patient=raw["lineage_patient"],
@@ -212,6 +214,7 @@ def make_demo_cohort(
         "programs": [{"name": p.name, "visible": p.visible, "description": p.description} for p in PROGRAMS],
         "modules": genes.module_symbols(),
         "drivers": genes.drivers,
+        "loadings": genes.module_loadings(),
         "activity": {s: {p: round(float(v), 6) for p, v in row.items()} for s, row in activity.iterrows()},
         "size_factors": {s: round(float(v), 6) for s, v in size_factors.items()},
         "slide_lineage": {Path(f).name: lid for lid, f in lineages["slide_file"].items()},

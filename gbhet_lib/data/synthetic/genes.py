@@ -47,6 +47,12 @@ class GeneUniverse:
         sym = self.annotation["symbol"]
         return {p: sym[self.module == p].tolist() for p in PROGRAM_NAMES}
 
+    def module_loadings(self) -> dict[str, dict[str, float]]:
+        """Program → {module gene symbol: loading (log-fold change per unit activity)}, rounded to 1e-6."""
+        sym = self.annotation["symbol"]
+        return {p: {sym[g]: round(float(self.loadings.at[g, p]), 6) for g in self.module.index[self.module == p]}
+                for p in PROGRAM_NAMES}
+
 
 def make_gene_universe(
     rng: np.random.Generator, n_genes: int, module_size: int, n_drivers: int, lncrna_fraction: float = 0.08
