@@ -45,7 +45,8 @@ def test_run_failure_exits_1_and_names_notebook_and_cell(tmp_path: Path, capsys:
 
     notebooks = tmp_path / "notebooks"
     notebooks.mkdir()
-    nb = nbformat.v4.new_notebook()
+    nb = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                                           "language": "python"}})
     nb.cells = [nbformat.v4.new_code_cell('profile = "demo"\nrun_dir = "x"\nseed = 0\ndevice = "auto"',
                                           metadata={"tags": ["parameters"]}),
                 nbformat.v4.new_code_cell("x = 1"),
