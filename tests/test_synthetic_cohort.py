@@ -232,6 +232,10 @@ def test_invalid_spec_is_a_clear_error(change: dict, message: str) -> None:
         dataclasses.replace(CohortSpec(), **change)
 
 
-def test_invalid_slide_geometry_is_a_clear_error() -> None:
-    with pytest.raises(ValueError, match="multiple of"):
-        SlideGeometry(width=1001, height=768)
+@pytest.mark.parametrize("geometry, message", [
+    ({"width": 1001}, "multiple of"), ({"mpp": 0.0}, "mpp=0.0 must be > 0"),
+    ({"level_downsamples": (1, 4, 6)}, "larger multiple"), ({"level_downsamples": ()}, "must start at 1"),
+])
+def test_invalid_slide_geometry_is_a_clear_error(geometry: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        SlideGeometry(**geometry)

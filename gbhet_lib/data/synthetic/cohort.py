@@ -164,9 +164,9 @@ def make_demo_cohort(
 ) -> Path:
     """Generate the synthetic cohort into ``out_dir`` (see the module docstring) and return ``out_dir``.
 
-    Resumable: slides already written by an interrupted run with the same spec and seed are kept (every
-    file is written atomically), and a complete cohort with the same spec and seed is left as it is unless
-    ``force``. ``n_jobs`` worker processes render slides (default: up to 2 or the CPU count).
+    A complete cohort with the same spec and seed is left as it is unless ``force`` (the demo cohort takes
+    seconds, so an interrupted one is simply made again). Every file is written atomically and
+    ``cohort.json`` last, so an interrupted run never looks complete. ``n_jobs`` worker processes render slides (default: up to 2 or the CPU count).
     """
     out = Path(out_dir)
     if not force and cohort_is_complete(out, spec, seed):

@@ -51,8 +51,12 @@ class SlideGeometry:
     def __post_init__(self) -> None:
         if self.width < 256 or self.height < 256 or self.width % _COARSE or self.height % _COARSE:
             raise ValueError(f"slide size {self.width}x{self.height} px must be >= 256 and a multiple of {_COARSE}")
-        if self.mpp <= 0 or self.level_downsamples[0] != 1 or len(self.level_downsamples) < 1:
-            raise ValueError("mpp must be > 0 and the first level downsample must be 1")
+        if self.mpp <= 0:
+            raise ValueError(f"mpp={self.mpp} must be > 0 (level-0 microns per pixel, e.g. 0.5 for 20x)")
+        ds = self.level_downsamples
+        if not ds or ds[0] != 1 or any(b <= a or b % a for a, b in zip(ds, ds[1:])):
+            raise ValueError(f"level_downsamples={ds} must start at 1 and each must be a larger multiple of the "
+                             "previous one, e.g. (1, 4, 16)")
 
 
 @dataclass(frozen=True)
