@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from gbhet_lib.cli import main
-from gbhet_lib.data.synthetic import load_demo_cohort
+from gbhet_lib.data.cohort import load_cohort
 
 
 def test_synth_writes_a_cohort_of_the_requested_size(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -14,8 +14,8 @@ def test_synth_writes_a_cohort_of_the_requested_size(tmp_path: Path, capsys: pyt
                    "--max-lineages", "2", "--pool", "15", "--genes", "400", "--slide-width", "512",
                    "--slide-height", "512", "--jobs", "1"])
     assert status == 0
-    cohort = load_demo_cohort(tmp_path / "c")
-    assert len(cohort.lineages) == 4 and cohort.counts_pool.shape == (400, 15)
+    cohort = load_cohort(tmp_path / "c")
+    assert len(cohort.lineages) == 4 and cohort.expression_pool.shape == (400, 15)
     assert "gbhet synth: cohort in" in capsys.readouterr().err
 
 
@@ -36,8 +36,8 @@ def test_run_argument_errors(tmp_path: Path, capsys: pytest.CaptureFixture, args
 
 
 def test_load_of_an_unfinished_cohort_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="no complete synthetic cohort"):
-        load_demo_cohort(tmp_path)
+    with pytest.raises(FileNotFoundError, match="no complete cohort"):
+        load_cohort(tmp_path)
 
 
 def test_run_failure_exits_1_and_names_notebook_and_cell(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -11,8 +11,9 @@ import pandas as pd
 import pytest
 import tifffile
 
-from gbhet_lib.data.synthetic import (PROGRAM_NAMES, VISIBLE_PROGRAMS, CohortSpec, CohortTruth, SlideGeometry,
-                                      cohort_is_complete, make_demo_cohort, render_slide)
+from gbhet_lib.data.cohort import CohortTruth
+from gbhet_lib.data.synthetic import (PROGRAM_NAMES, VISIBLE_PROGRAMS, CohortSpec, SlideGeometry, cohort_is_complete,
+                                      make_demo_cohort, render_slide)
 
 
 def _read(cohort: Path, name: str, **kw) -> pd.DataFrame:
@@ -26,7 +27,7 @@ def _log_cpm(counts: pd.DataFrame) -> pd.DataFrame:
 def test_module_genes_correlate_more_within_than_across_modules(small_cohort: Path) -> None:
     truth = CohortTruth.load(small_cohort / "truth.json")
     genes = _read(small_cohort, "genes.tsv")
-    counts = _read(small_cohort, "counts_pool.tsv.gz")
+    counts = _read(small_cohort, "expression_pool.tsv.gz")
     counts.index = counts.index.str.split(".").str[0]
     expr = _log_cpm(counts)
     expr.index = genes.loc[expr.index, "symbol"]
@@ -44,7 +45,7 @@ def test_module_genes_correlate_more_within_than_across_modules(small_cohort: Pa
 
 def test_size_factors_vary_and_show_in_library_sizes(small_cohort: Path) -> None:
     truth = CohortTruth.load(small_cohort / "truth.json")
-    counts = _read(small_cohort, "counts_pool.tsv.gz")
+    counts = _read(small_cohort, "expression_pool.tsv.gz")
     library = counts.sum(axis=0)
     size_factors = truth.size_factors.loc[library.index]
     assert size_factors.max() / size_factors.min() > 2.0
@@ -53,7 +54,7 @@ def test_size_factors_vary_and_show_in_library_sizes(small_cohort: Path) -> None
 
 
 def test_counts_are_overdispersed_integers(small_cohort: Path) -> None:
-    counts = _read(small_cohort, "counts_pool.tsv.gz")
+    counts = _read(small_cohort, "expression_pool.tsv.gz")
     assert (counts.dtypes == np.int64).all() and (counts.to_numpy() >= 0).all()
     norm = counts / counts.sum(axis=0) * counts.sum(axis=0).mean()
     mean, var = norm.mean(axis=1), norm.var(axis=1)
@@ -124,8 +125,8 @@ def test_truth_is_consistent_with_tables(small_cohort: Path, small_spec: CohortS
     lineages = _read(small_cohort, "lineages.tsv")
     patients = _read(small_cohort, "patients.tsv")
     pool = _read(small_cohort, "pool_clinical.tsv")
-    counts_lineages = _read(small_cohort, "counts_lineages.tsv.gz")
-    counts_pool = _read(small_cohort, "counts_pool.tsv.gz")
+    counts_lineages = _read(small_cohort, "expression_lineages.tsv.gz")
+    counts_pool = _read(small_cohort, "expression_pool.tsv.gz")
     edges = pd.read_csv(small_cohort / "ppi_edges.tsv", sep="\t")
 
     assert sorted(truth.slide_lineage) == sorted(p.name for p in (small_cohort / "slides").glob("*.tiff"))
@@ -197,11 +198,11 @@ def test_same_seed_same_cohort_other_seed_other_cohort(tmp_path: Path) -> None:
     a = make_demo_cohort(tmp_path / "a", spec, seed=11, n_jobs=1, progress=False)
     b = make_demo_cohort(tmp_path / "b", spec, seed=11, n_jobs=2, progress=False)
     c = make_demo_cohort(tmp_path / "c", spec, seed=12, n_jobs=1, progress=False)
-    tables = ["genes.tsv", "counts_lineages.tsv.gz", "counts_pool.tsv.gz", "lineages.tsv", "patients.tsv",
+    tables = ["genes.tsv", "expression_lineages.tsv.gz", "expression_pool.tsv.gz", "lineages.tsv", "patients.tsv",
               "pool_clinical.tsv", "ppi_edges.tsv", "truth.json"]
     for name in tables:
         assert (a / name).read_bytes() == (b / name).read_bytes(), name
-    assert (a / "counts_pool.tsv.gz").read_bytes() != (c / "counts_pool.tsv.gz").read_bytes()
+    assert (a / "expression_pool.tsv.gz").read_bytes() != (c / "expression_pool.tsv.gz").read_bytes()
     for slide in sorted((a / "slides").glob("*.tiff")):
         np.testing.assert_array_equal(tifffile.imread(slide), tifffile.imread(b / "slides" / slide.name))
     first = sorted((a / "slides").glob("*.tiff"))[0].name

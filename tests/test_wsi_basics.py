@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gbhet_lib.data.synthetic import CohortTruth
+from gbhet_lib.data.cohort import CohortTruth
 from gbhet_lib.wsi.slide_io import describe_slides, open_slide, read_thumbnail
 from gbhet_lib.wsi.tissue import otsu_threshold, saturation, tissue_mask
 

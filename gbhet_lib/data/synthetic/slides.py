@@ -14,14 +14,20 @@ Invisible programs are never read. Slides are written as pyramidal, 256×256 JPE
 """
 from __future__ import annotations
 
+import concurrent.futures as futures
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
 import numpy as np
+import pandas as pd
 import tifffile
 from PIL import Image
 from scipy import ndimage
+from tqdm import tqdm
+
+from ...io import atomic_path
 
 _H_VECTOR = np.array([0.650, 0.704, 0.286], np.float32)  # Ruifrok & Johnston 2001
 _E_VECTOR = np.array([0.072, 0.990, 0.105], np.float32)
@@ -269,3 +275,39 @@ def _draw_vessels(stain_h: np.ndarray, stain_e: np.ndarray, blood: np.ndarray, a
                 blood[ya:yb, xa:xb][in_lumen] = rng.uniform(0.7, 1.0)
             drawn += 1
     return drawn
+
+
+def render_slide_files(folder: Path, activity: pd.DataFrame, geometry: SlideGeometry,
+                       seed: np.random.SeedSequence, n_jobs: int | None = None, progress: bool = True,
+                       description: str = "gbhet slide") -> dict[str, dict[str, float]]:
+    """Render one slide per row of ``activity`` (samples × visible programs) to ``folder/<row id>.tiff``.
+
+    Row ``i`` draws from child ``i`` of ``seed``, so the pixels do not depend on ``n_jobs`` (worker
+    processes; default up to 2). Every file is written atomically. Returns slide file → render statistics.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    jobs = [(folder, sid, activity.loc[sid].to_dict(), geometry, s, description)
+            for sid, s in zip(activity.index, seed.spawn(len(activity)))]
+    n_jobs = n_jobs or min(2, os.cpu_count() or 1)
+    stats: dict[str, dict[str, float]] = {}
+    with tqdm(total=len(jobs), desc="rendering slides", unit="slide", disable=not progress) as bar:
+        if n_jobs == 1:
+            results = map(_render_to_file, *zip(*jobs))
+            for name, st in results:
+                stats[name] = st
+                bar.update()
+        else:
+            with futures.ProcessPoolExecutor(max_workers=n_jobs) as pool:
+                for name, st in pool.map(_render_to_file, *zip(*jobs)):
+                    stats[name] = st
+                    bar.update()
+    return dict(sorted(stats.items()))
+
+
+def _render_to_file(folder: Path, sample_id: str, activity: dict[str, float], geometry: SlideGeometry,
+                    seed: np.random.SeedSequence, description: str) -> tuple[str, dict[str, float]]:
+    slide = render_slide(activity, np.random.default_rng(seed), geometry)
+    target = folder / f"{sample_id}.tiff"
+    with atomic_path(target) as tmp:
+        write_pyramidal_tiff(tmp, slide.rgb, geometry, description=f"{description} {sample_id}")
+    return target.name, slide.stats
