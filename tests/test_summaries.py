@@ -58,3 +58,17 @@ def test_median_split_input_errors() -> None:
         median_split_survival(d, pd.Series([1, 2]), pd.Series([0.1, 0.2]))
     with pytest.raises(ValueError, match="constant"):
         median_split_survival(d, e, pd.Series([1.0, 1.0]))
+
+
+def test_compare_groups_with_more_than_two_groups_and_missing_values() -> None:
+    from gbhet_lib.interpret.survival import compare_groups
+
+    rng = np.random.default_rng(2)
+    groups = pd.Series(np.repeat(["A", "B", "C"], 60))
+    rate = groups.map({"A": 1.0, "B": 1.0, "C": 4.0})
+    durations = pd.Series(rng.exponential(1.0 / rate) * 100 + 1)
+    events = pd.Series(np.ones(180, int))
+    durations.iloc[0] = np.nan  # a sample without follow-up is left out, not an error
+    result = compare_groups(durations, events, groups)
+    assert set(result.fits) == {"A", "B", "C"} and len(result.groups) == 179
+    assert result.logrank_p < 1e-6 and result.medians["C"] < result.medians["A"]

@@ -6,17 +6,18 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from lifelines import KaplanMeierFitter
-from lifelines.statistics import logrank_test
+from lifelines.statistics import multivariate_logrank_test
 
 
 @dataclass(frozen=True)
 class GroupComparison:
-    """Kaplan–Meier fits of two groups and their log-rank test.
+    """Kaplan–Meier fits of two or more groups and their log-rank test.
 
     Attributes:
-        groups: per sample, ``"high"`` or ``"low"`` (score above / at-or-below the median).
+        groups: per sample, its group label.
         fits: group → fitted KaplanMeierFitter.
-        logrank_p: two-sided log-rank p-value; logrank_statistic: its χ² statistic (1 d.f.).
+        logrank_p: log-rank p-value (multivariate form for more than two groups);
+        logrank_statistic: its χ² statistic (groups − 1 degrees of freedom).
         medians: group → median survival time (same unit as the durations; inf if not reached).
     """
 
@@ -27,33 +28,43 @@ class GroupComparison:
     medians: dict[str, float]
 
 
-def median_split_survival(durations: pd.Series, events: pd.Series, score: pd.Series) -> GroupComparison:
-    """Split samples at the median of ``score`` and compare the survival of the two halves.
+def compare_groups(durations: pd.Series, events: pd.Series, groups: pd.Series,
+                   label: str | None = None) -> GroupComparison:
+    """Kaplan–Meier curve per group and the log-rank test between groups.
 
-    ``durations`` (e.g. days), ``events`` (1 = event observed, 0 = censored) and ``score`` share one index.
+    ``durations`` (e.g. days), ``events`` (1 = event observed, 0 = censored) and ``groups`` share one index;
+    samples whose duration, event or group is NaN are left out; a sample id absent from ``durations`` or
+    ``events`` is an error (the tables do not match).
     """
-    durations, events, score = _aligned(durations, events, score)
-    groups = pd.Series(np.where(score > score.median(), "high", "low"), index=score.index, name="group")
+    missing = groups.index.difference(durations.index).union(groups.index.difference(events.index))
+    if len(missing):
+        raise ValueError(f"no survival data for {len(missing)} sample(s), e.g. {list(missing[:3])}; "
+                         "the groups and the clinical table must share sample ids")
+    keep = groups.dropna().index.intersection(durations.dropna().index).intersection(events.dropna().index)
+    durations, events, groups = _checked(durations.loc[keep], events.loc[keep], groups.loc[keep])
+    if groups.nunique() < 2:
+        raise ValueError("need at least two groups with survival data to compare")
     fits, medians = {}, {}
-    for name in ("low", "high"):
+    for name in sorted(groups.unique(), key=str):
         sel = groups == name
-        fits[name] = KaplanMeierFitter(label=f"{score.name or 'score'} {name} (n={int(sel.sum())})").fit(
+        fits[name] = KaplanMeierFitter(label=f"{label + ' ' if label else ''}{name} (n={int(sel.sum())})").fit(
             durations[sel], events[sel])
         medians[name] = float(fits[name].median_survival_time_)
-    test = logrank_test(durations[groups == "high"], durations[groups == "low"],
-                        events[groups == "high"], events[groups == "low"])
+    test = multivariate_logrank_test(durations, groups, events)
     return GroupComparison(groups, fits, float(test.p_value), float(test.test_statistic), medians)
 
 
-def _aligned(durations: pd.Series, events: pd.Series, score: pd.Series) -> tuple[pd.Series, pd.Series, pd.Series]:
-    missing = score.index.difference(durations.index).union(score.index.difference(events.index))
-    if len(missing):
-        raise ValueError(f"no survival data for {len(missing)} sample(s), e.g. {list(missing[:3])}; "
-                         "the score and the clinical table must share sample ids")
-    durations, events = durations.loc[score.index].astype(float), events.loc[score.index].astype(int)
-    if (durations <= 0).any() or not events.isin([0, 1]).all():
-        bad = score.index[(durations <= 0) | ~events.isin([0, 1])][:3]
-        raise ValueError(f"durations must be > 0 and events 0/1; check samples {list(bad)}")
+def median_split_survival(durations: pd.Series, events: pd.Series, score: pd.Series) -> GroupComparison:
+    """Split samples at the median of ``score`` into ``high``/``low`` and compare their survival."""
     if score.nunique() < 2:
         raise ValueError("the score is constant: a median split needs at least two distinct values")
-    return durations, events, score
+    groups = pd.Series(np.where(score > score.median(), "high", "low"), index=score.index, name="group")
+    return compare_groups(durations, events, groups, label=str(score.name or "score"))
+
+
+def _checked(durations: pd.Series, events: pd.Series, groups: pd.Series) -> tuple[pd.Series, pd.Series, pd.Series]:
+    durations = durations.astype(float)
+    if (durations <= 0).any() or not events.isin([0, 1]).all():
+        bad = groups.index[(durations <= 0) | ~events.isin([0, 1])][:3]
+        raise ValueError(f"durations must be > 0 and events 0/1; check samples {list(bad)}")
+    return durations, events.astype(int), groups
