@@ -92,3 +92,27 @@ def kaplan_meier(comparison, ax: Axes | None = None, time_unit: str = "days") ->
     ax.set_ylabel("survival probability")
     ax.set_title(f"log-rank p = {comparison.logrank_p:.2g}", fontsize=10)
     return ax
+
+
+def degree_distribution(edges: pd.DataFrame, source: str = "symbol_a", target: str = "symbol_b",
+                        ax: Axes | None = None) -> Axes:
+    """Log–log plot of a graph's degree distribution (fraction of nodes with each degree)."""
+    ax = ax or plt.subplots(figsize=(4.5, 3.2))[1]
+    degrees = pd.concat([edges[source], edges[target]]).value_counts()
+    freq = degrees.value_counts(normalize=True).sort_index()
+    ax.loglog(freq.index, freq.to_numpy(), "o", ms=3, alpha=0.7)
+    ax.set_xlabel("degree")
+    ax.set_ylabel("fraction of genes")
+    ax.set_title(f"{len(degrees):,} genes, {len(edges):,} edges", fontsize=9)
+    return ax
+
+
+def category_counts(labels: pd.Series, ax: Axes | None = None) -> Axes:
+    """Horizontal bar chart of how many samples carry each label."""
+    ax = ax or plt.subplots(figsize=(4.5, 0.35 * labels.nunique() + 1))[1]
+    counts = labels.value_counts().sort_values()
+    ax.barh(counts.index.astype(str), counts.to_numpy(), color="tab:blue")
+    for y, n in enumerate(counts.to_numpy()):
+        ax.text(n, y, f" {n}", va="center", fontsize=8)
+    ax.set_xlabel("samples")
+    return ax
