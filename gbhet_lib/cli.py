@@ -1,4 +1,5 @@
-"""The ``gbhet`` command: ``gbhet run`` (the study), ``gbhet synth`` (the demo cohort), ``gbhet book``."""
+"""The ``gbhet`` command: ``gbhet run`` (the study), ``gbhet synth`` (the demo cohort), ``gbhet fetch`` (the data
+manifest's files), ``gbhet book``."""
 from __future__ import annotations
 
 import argparse
@@ -61,6 +62,20 @@ def _parser() -> argparse.ArgumentParser:
     synth.add_argument("--force", action="store_true", help="regenerate even if a complete cohort is there")
     synth.set_defaults(handler=_cmd_synth)
 
+    fetch = sub.add_parser("fetch", help="download (or take from a mirror) and verify the datasets of a profile",
+                           description="Fetch every dataset of the data manifest that a profile needs, verify its "
+                                       "sha256, and print a table. Exit status 1 if any dataset failed.")
+    fetch.add_argument("--profile", default="reference", choices=PROFILES)
+    fetch.add_argument("--mirror", type=Path, default=None,
+                       help="local copy of the data manifest's files (default: $GBHET_DATA_MIRROR; none: download)")
+    fetch.add_argument("--cache", type=Path, default=None,
+                       help="download cache (default: $GBHET_CACHE_DIR or ~/.cache/gbhet)")
+    fetch.add_argument("--only", nargs="+", action="extend", metavar="NAME", help="fetch only these datasets")
+    fetch.add_argument("--manifest", type=Path, default=None,
+                       help="a datasets.yaml other than the repository's data_manifest/datasets.yaml")
+    fetch.add_argument("--no-progress", action="store_true", help="hide the download progress bars")
+    fetch.set_defaults(handler=_cmd_fetch)
+
     book = sub.add_parser("book", help="render the Jupyter Book from a run's executed notebooks")
     book.add_argument("--run-dir", type=Path, default=Path("runs/demo"))
     book.add_argument("--book-root", type=Path, default=Path("."))
@@ -103,6 +118,46 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     print(f"gbhet synth: cohort in {out} ({size_mb:.1f} MB) after {time.perf_counter() - start:.1f} s",
           file=sys.stderr)
     return 0
+
+
+def _cmd_fetch(args: argparse.Namespace) -> int:
+    from .data.fetch import fetch_profile
+    from .data.manifest import load_manifest
+
+    start = time.perf_counter()
+    results = fetch_profile(args.profile, mirror=args.mirror, cache_dir=args.cache, only=args.only,
+                            manifest=load_manifest(args.manifest),
+                            progress=not args.no_progress and sys.stderr.isatty())
+    print(_fetch_table(results))
+    for result in results:
+        if result.status == "failed":
+            print(f"gbhet fetch: {result.name} FAILED: {result.message}", file=sys.stderr)
+    counts = {status: sum(r.status == status for r in results) for status in ("ok", "failed", "skipped")}
+    sources = ", ".join(f"{sum(r.source == s for r in results)} from {s}" for s in ("mirror", "cache", "download")
+                        if any(r.source == s for r in results))
+    megabytes = sum(r.size for r in results if r.ok) / 1e6
+    skipped = f", {counts['skipped']} skipped (no upstream URL: in a mirror only)" if counts["skipped"] else ""
+    print(f"gbhet fetch: profile {args.profile}: {counts['ok']} of {len(results)} datasets OK ({megabytes:.1f} MB"
+          f"{'; ' + sources if sources else ''}), {counts['failed']} failed{skipped}, "
+          f"in {time.perf_counter() - start:.1f} s")
+    return 1 if counts["failed"] else 0
+
+
+def _fetch_table(results: list[Any]) -> str:
+    """One row a dataset: name, size, checksum, source, licence (last: it is the longest)."""
+    header = ("dataset", "size", "sha256", "source", "licence")
+    rows = [(r.name, _human_size(r.size), {True: "ok", False: "MISMATCH", None: "-"}[r.sha256_ok],
+             r.source or r.status.upper(), r.licence) for r in results]
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header) - 1)]
+    return "\n".join("  ".join([*(cell.ljust(w) for cell, w in zip(row, widths)), row[-1]]).rstrip()
+                     for row in [header, *rows])
+
+
+def _human_size(nbytes: int) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if nbytes >= scale:
+            return f"{nbytes / scale:.1f} {unit}"
+    return f"{nbytes} B"
 
 
 def _cmd_book(args: argparse.Namespace) -> int:
