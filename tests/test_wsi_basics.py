@@ -3,11 +3,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import os
+import shutil
+
 import numpy as np
 import pytest
 
 from gbhet_lib.data.cohort import CohortTruth
-from gbhet_lib.wsi.slide_io import describe_slides, open_slide, read_thumbnail
+from gbhet_lib.data.fetch import fetch
+from gbhet_lib.wsi.slide_io import list_slides, open_slide, read_thumbnail
 from gbhet_lib.wsi.tissue import otsu_threshold, saturation, tissue_mask
 
 
@@ -42,9 +46,10 @@ def test_tissue_mask_rejects_grey_images() -> None:
         tissue_mask(np.zeros((10, 10), np.uint8))
 
 
-def test_describe_slides(small_cohort: Path, small_spec) -> None:
-    table = describe_slides({p.stem: p for p in sorted((small_cohort / "slides").glob("*.tiff"))})
-    assert (table["mpp"] == small_spec.slide.mpp).all() and (table["levels"] >= 3).all()
+def test_list_slides_of_a_synthetic_cohort(small_cohort: Path, small_spec) -> None:
+    table = list_slides(small_cohort / "slides")
+    assert table["readable"].all() and (table["mpp"] == small_spec.slide.mpp).all() and (table["levels"] >= 3).all()
+    assert set(table["downsamples"]) == {"1, 4, 16"}
 
 
 def test_missing_and_unreadable_slides_are_clear_errors(tmp_path: Path) -> None:
@@ -54,3 +59,33 @@ def test_missing_and_unreadable_slides_are_clear_errors(tmp_path: Path) -> None:
     junk.write_bytes(b"not a slide")
     with pytest.raises(ValueError, match="junk.tiff cannot be read by openslide"):
         open_slide(junk)
+
+
+def _mirror() -> Path:
+    root = Path(os.environ.get("GBHET_DATA_MIRROR") or Path(__file__).resolve().parents[2] / "shared" / "data")
+    if not root.is_dir():
+        pytest.fail(f"no data mirror at {root}: set GBHET_DATA_MIRROR to a copy of the data manifest's files")
+    return root
+
+
+def test_list_slides(tmp_path: Path) -> None:
+    shutil.copy(fetch("cmu1_small_region_svs", mirror=_mirror()), tmp_path / "CMU-1.SVS")
+    shutil.copy(fetch("tcga_06_0174_roi_pyramidal_tiff", mirror=_mirror()), tmp_path)
+    (tmp_path / "broken.tif").write_bytes(b"not a tiff")
+    (tmp_path / "notes.txt").write_text("x")
+    table = list_slides(tmp_path)
+    assert [Path(p).name for p in table.path] == ["CMU-1.SVS", "TCGA-06-0174_roi_pyramidal_demo.tiff", "broken.tif"]
+    svs, tiff, broken = (table.iloc[i] for i in range(3))
+    assert (svs.vendor, svs.width_px, svs.height_px, svs.levels, svs.mpp) == ("aperio", 2220, 2967, 1, 0.499)
+    assert (tiff.vendor, tiff.levels, tiff.readable) == ("generic-tiff", 3, True)
+    assert not broken.readable and "cannot be read by openslide" in broken.error and np.isnan(broken.mpp)
+
+
+def test_list_slides_errors(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"no slide files matching \*\.svs.*it is empty.*patterns="):
+        list_slides(tmp_path)
+    (tmp_path / "roi.png").write_bytes(b"x")
+    with pytest.raises(ValueError, match=r"it holds only \.png files"):
+        list_slides(tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"nowhere: slide folder not found"):
+        list_slides(tmp_path / "nowhere")

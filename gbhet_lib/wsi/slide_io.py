@@ -1,7 +1,9 @@
 """Opening slides with openslide, with errors that say which file and what to do."""
 from __future__ import annotations
 
+import fnmatch
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import openslide
@@ -39,17 +41,50 @@ def read_thumbnail(path: str | Path, max_size: int = 512) -> tuple[np.ndarray, f
     return thumb, downsample
 
 
-def describe_slides(paths: dict[str, Path]) -> pd.DataFrame:
-    """One row per slide (keyed like ``paths``): vendor, level-0 size (px), levels, downsamples, µm/px."""
-    rows = {}
-    for key, path in paths.items():
+SLIDE_PATTERNS = ("*.svs", "*.tif", "*.tiff", "*.ndpi", "*.mrxs")
+SLIDE_COLUMNS = ["path", "vendor", "width_px", "height_px", "levels", "downsamples", "mpp", "size_mb", "readable",
+                 "error"]
+
+
+def describe_slide(path: str | Path) -> dict[str, object]:
+    """What openslide sees in one file (a row of :func:`list_slides`); errors are recorded, not raised."""
+    path = Path(path)
+    row: dict[str, object] = {"path": str(path), "vendor": None, "width_px": np.nan, "height_px": np.nan,
+                              "levels": np.nan, "downsamples": None, "mpp": np.nan,
+                              "size_mb": round(path.stat().st_size / 1e6, 2) if path.is_file() else np.nan,
+                              "readable": False, "error": None}
+    try:
         with open_slide(path) as slide:
-            rows[key] = {
-                "vendor": slide.properties.get(openslide.PROPERTY_NAME_VENDOR, "unknown"),
-                "width_px": slide.dimensions[0], "height_px": slide.dimensions[1],
-                "levels": slide.level_count,
-                "downsamples": ", ".join(f"{d:g}" for d in slide.level_downsamples),
-                "mpp": slide_mpp(slide, path),
-                "size_mb": round(Path(path).stat().st_size / 1e6, 2),
-            }
-    return pd.DataFrame.from_dict(rows, orient="index")
+            row.update(vendor=slide.properties.get(openslide.PROPERTY_NAME_VENDOR, "unknown"),
+                       width_px=slide.dimensions[0], height_px=slide.dimensions[1], levels=slide.level_count,
+                       downsamples=", ".join(f"{d:g}" for d in slide.level_downsamples), readable=True)
+            try:
+                row["mpp"] = slide_mpp(slide, path)
+            except ValueError:  # no resolution tags: mpp stays NaN; pass mpp_override downstream
+                pass
+    except (ValueError, FileNotFoundError, openslide.OpenSlideError) as err:
+        row["error"] = str(err)
+    return row
+
+
+def list_slides(folder: str | Path, patterns: Sequence[str] = SLIDE_PATTERNS, recursive: bool = False) -> pd.DataFrame:
+    """Every slide in ``folder`` whose name matches ``patterns`` (case-insensitive), sorted by path.
+
+    Columns: ``path``, ``vendor``, ``width_px``/``height_px`` (level 0), ``levels``, ``downsamples``, ``mpp``
+    (level-0 µm/px; NaN when the file has no resolution tags), ``size_mb``, ``readable`` and ``error``
+    (openslide's message for a file it cannot open). A missing folder or one with no matching file is an error.
+    """
+    root = Path(folder)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: slide folder not found (or not a folder). Pass the folder holding the "
+                                "slides.")
+    candidates = root.rglob("*") if recursive else root.iterdir()
+    files = sorted(f for f in candidates if f.is_file()
+                   and any(fnmatch.fnmatch(f.name.lower(), pat.lower()) for pat in patterns))
+    if not files:
+        others = sorted({f.suffix.lower() or f.name for f in root.iterdir() if f.is_file()})
+        found = f"it holds only {', '.join(others[:8])} files" if others else "it is empty"
+        raise ValueError(f"{root}: no slide files matching {', '.join(patterns)} ({found}). Put the slides there, "
+                         "pass patterns= for other extensions, or recursive=True for sub-folders.")
+    table = pd.DataFrame([describe_slide(f) for f in files], columns=SLIDE_COLUMNS)
+    return table.astype({"width_px": "Int64", "height_px": "Int64", "levels": "Int64", "readable": bool})
