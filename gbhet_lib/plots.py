@@ -116,3 +116,14 @@ def category_counts(labels: pd.Series, ax: Axes | None = None) -> Axes:
         ax.text(n, y, f" {n}", va="center", fontsize=8)
     ax.set_xlabel("samples")
     return ax
+
+
+def sample_distributions(expression: pd.DataFrame, max_samples: int = 40, ax: Axes | None = None,
+                         ylabel: str = "log expression") -> Axes:
+    """Box plot of each sample's values (genes × samples table; the first ``max_samples`` samples)."""
+    ax = ax or plt.subplots(figsize=(8, 3))[1]
+    shown = expression.iloc[:, :max_samples]
+    ax.boxplot(shown.to_numpy(), showfliers=False, widths=0.6)
+    ax.set_xticks(range(1, shown.shape[1] + 1), shown.columns, rotation=90, fontsize=6)
+    ax.set_ylabel(ylabel)
+    return ax

@@ -9,7 +9,8 @@ source of now; finished stages are skipped unless forced, so a run can be resume
 Every stage receives the parameters ``profile``, ``run_dir`` (relative to the notebooks' working directory when
 it lies below it, so executed notebooks and the book show ``runs/demo`` rather than a machine's absolute path;
 absolute otherwise), ``seed`` and ``device`` from the
-:class:`~gbhet_lib.config.StudyConfig`, plus those extra overrides that its ``parameters`` cell declares.
+:class:`~gbhet_lib.config.StudyConfig`; ``data_mirror`` and ``cache_dir`` from it too when its ``parameters`` cell
+declares them; plus those extra overrides that its ``parameters`` cell declares.
 A failing cell stops the run with :class:`StageFailed`; the partially executed notebook, traceback included,
 is kept as ``<run_dir>/notebooks/NN_name.failed.ipynb``.
 """
@@ -35,6 +36,8 @@ from .rundir import RunDir, init_run_dir
 
 #: parameters every stage receives from the StudyConfig (overrides may not set them)
 CONFIG_PARAMETERS: tuple[str, ...] = ("profile", "run_dir", "seed", "device")
+#: further StudyConfig fields, injected into the stages whose ``parameters`` cell declares them
+OPTIONAL_CONFIG_PARAMETERS: tuple[str, ...] = ("data_mirror", "cache_dir")
 STAGE_GLOB = "[0-9][0-9]_*.ipynb"
 _STAGE_NAME = re.compile(r"^(?P<number>\d\d)_(?P<name>.+)$")
 
@@ -213,14 +216,14 @@ def display_path(path: Path) -> str:
 def _parameters_per_stage(config: StudyConfig, stages: list[Stage], overrides: dict[str, Any],
                           cwd: Path) -> dict[str, dict[str, Any]]:
     """The parameters to inject into each stage (JSON-normalised so they compare equal to the record)."""
-    reserved = sorted(set(overrides) & set(CONFIG_PARAMETERS))
+    reserved = sorted(set(overrides) & set(CONFIG_PARAMETERS + OPTIONAL_CONFIG_PARAMETERS))
     if reserved:
         raise ValueError(f"parameter override(s) {', '.join(reserved)} come from the StudyConfig; "
-                         "set them there (e.g. --seed, --run-dir) instead.")
+                         "set them there (e.g. --seed, --run-dir, --data-mirror) instead.")
     declared = {stage.name: set(papermill.inspect_notebook(str(stage.path))) for stage in stages}
     unknown = sorted(set(overrides) - set().union(*declared.values()))
     if unknown:
-        known = sorted(set().union(*declared.values()) - set(CONFIG_PARAMETERS))
+        known = sorted(set().union(*declared.values()) - set(CONFIG_PARAMETERS + OPTIONAL_CONFIG_PARAMETERS))
         raise ValueError(f"unknown parameter override(s) {', '.join(unknown)}: no selected stage "
                          f"({', '.join(declared)}) declares them. Known: {', '.join(known) or 'none'}.")
     run_dir = Path(config.run_dir).resolve()
@@ -228,7 +231,10 @@ def _parameters_per_stage(config: StudyConfig, stages: list[Stage], overrides: d
         run_dir = run_dir.relative_to(cwd)
     base = {"profile": config.profile, "run_dir": str(run_dir),
             "seed": config.seed, "device": config.device}
-    return {name: _json_normalised({**base, **{k: v for k, v in overrides.items() if k in names}})
+    optional = {name: (str(value) if value is not None else None)
+                for name in OPTIONAL_CONFIG_PARAMETERS for value in [getattr(config, name)]}
+    return {name: _json_normalised({**base, **{k: v for k, v in optional.items() if k in names},
+                                    **{k: v for k, v in overrides.items() if k in names}})
             for name, names in declared.items()}
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import nbformat
@@ -12,8 +13,8 @@ from gbhet_lib.runner import discover_stages, run_study
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 #: small sizes so that the whole study runs in a minute or two; a stage receives the ones it declares
-SMOKE_PARAMETERS = {"n_patients": 2, "n_pool": 60, "n_genes": 400, "slide_width": 1024, "slide_height": 768,
-                    "n_jobs": 1}
+SMOKE_PARAMETERS = {"n_patients": 2, "n_pool": 60, "n_genes": 400, "n_paired": 6, "slide_width": 1024,
+                    "slide_height": 768, "n_jobs": 1}
 
 
 @pytest.mark.notebook
@@ -31,6 +32,20 @@ def test_all_notebooks_execute_on_the_demo_profile(tmp_path: Path) -> None:
     data = json.loads((config.run_dir / "metrics" / "01_data.json").read_text())
     assert data["patients"] == 2 and data["pool_samples"] == 60 and data["genes"] == 400
     assert data["module_coexpression_within_mean"] > data["module_coexpression_across_mean"]
+
+
+@pytest.mark.notebook
+def test_chapter_1_runs_the_reference_profile_offline_from_the_mirror(tmp_path: Path) -> None:
+    mirror = Path(os.environ.get("GBHET_DATA_MIRROR") or NOTEBOOKS.parents[1] / "shared" / "data")
+    if not mirror.is_dir():
+        pytest.fail(f"no data mirror at {mirror}: set GBHET_DATA_MIRROR to a copy of the data manifest's files")
+    config = StudyConfig(profile="reference", run_dir=tmp_path / "run", seed=0, device="cpu", data_mirror=mirror,
+                         cache_dir=tmp_path / "empty-cache")
+    run_study(config, notebook_dir=NOTEBOOKS, only=["01_data"], parameters=SMOKE_PARAMETERS, progress=False)
+    data = json.loads((config.run_dir / "metrics" / "01_data.json").read_text())
+    assert data["profile"] == "reference" and data["lineages"] == 6 and data["pool_samples"] == 173 - 6
+    assert data["subtype_counts"] == {"Classical": 38, "Mesenchymal": 56, "Neural": 26, "Proneural": 53}
+    assert not any((tmp_path / "empty-cache").rglob("*.*"))  # nothing was downloaded
 
 
 def test_notebooks_are_stored_without_outputs_and_with_parameters() -> None:

@@ -1,17 +1,21 @@
-"""What chapter 1 reports about where a profile's data come from: acquisition tables, a data-use statement,
-and the overviews of the GDC (``full``) and of the authors' Zenodo record (``stemri``)."""
+"""What chapter 1 reports about where a profile's data come from (acquisition tables, a data-use statement,
+the overviews of the GDC for ``full`` and of the authors' Zenodo record for ``stemri``), and the cohort it builds."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 
 import pandas as pd
 
+from .cohort import Cohort, load_cohort
 from .fetch import fetch_profile
 from .gdc import GDCClient, cases_survival_query, diagnostic_slides_query, star_counts_query, survival_table
 from .manifest import Manifest, load_manifest
+from .reference import build_reference_cohort
 from .stemri_layout import LayoutReport, check_gbdata_layout
+from .synthetic import CohortSpec, SlideGeometry, make_demo_cohort
 from .zenodo import STEMRI_DOI, ZENODO_API, fetch_record_file, record_files
 
 #: what each remote source asks of its users (the manifest holds per-file licences)
@@ -104,3 +108,52 @@ def stemri_overview(cache_dir: Path, download: Sequence[str] = (), gbdata_root: 
                for name in download}
     layout = check_gbdata_layout(gbdata_root) if gbdata_root is not None else None
     return StemriOverview(files=files, fetched=fetched, layout=layout)
+
+
+@dataclass(frozen=True)
+class Acquisition:
+    """Chapter 1's account of a profile's data: the data-use statement, a table of what was obtained
+    (one row per dataset or remote file; empty for the demo), and the GDC / Zenodo overview if any."""
+
+    statement: str
+    table: pd.DataFrame
+    overview: GDCOverview | StemriOverview | None = None
+
+
+def acquire(profile: str, data_dir: Path, mirror: Path | None = None, cache_dir: Path | None = None,
+            gdc_projects: Sequence[str] = ("TCGA-GBM",), stemri_download: Sequence[str] = (),
+            stemri_gbdata: Path | None = None) -> Acquisition:
+    """Obtain and verify what ``profile`` needs (``full`` and ``stemri`` need network access).
+
+    reference: every manifest dataset, from the mirror or the pinned sources; full: the GDC queries resolved
+    into ``data_dir/gdc``; stemri: the record's file list, the files named in ``stemri_download`` and the
+    layout check of ``stemri_gbdata``; demo: nothing to obtain.
+    """
+    statement = data_use_statement(profile)
+    if profile == "reference":
+        return Acquisition(statement, acquisition_table(profile, mirror, cache_dir))
+    if profile == "full":
+        overview = gdc_overview(Path(data_dir) / "gdc", gdc_projects)
+        sizes = [("STAR counts", overview.counts_files), ("diagnostic slides", overview.slide_files)]
+        table = pd.DataFrame([{"files": kind, "n": len(t), "size_gb": round(t["file_size"].sum() / 1e9, 2)}
+                              for kind, t in sizes]).set_index("files")
+        return Acquisition(statement, table, overview)
+    if profile == "stemri":
+        overview = stemri_overview(Path(cache_dir or Path(data_dir)) / "stemri", stemri_download, stemri_gbdata)
+        return Acquisition(statement, overview.files, overview)
+    return Acquisition(statement, pd.DataFrame())
+
+
+def build_cohort(profile: str, out_dir: Path, seed: int, demo_spec: CohortSpec, n_paired: int,
+                 geometry: SlideGeometry, mirror: Path | None = None, cache_dir: Path | None = None,
+                 n_jobs: int | None = None, progress: bool = False) -> Cohort | None:
+    """The profile's cohort in the contract of :mod:`gbhet_lib.data.cohort`, or None where this version
+    builds none (``full`` and ``stemri`` stop at acquisition: their real slides and the authors' patches
+    enter the cohort contract with the WSI chapter)."""
+    if profile == "demo":
+        spec = dataclasses.replace(demo_spec, slide=geometry)
+        return load_cohort(make_demo_cohort(out_dir, spec, seed=seed, n_jobs=n_jobs, progress=progress))
+    if profile == "reference":
+        return load_cohort(build_reference_cohort(out_dir, mirror=mirror, cache_dir=cache_dir, n_paired=n_paired,
+                                                  seed=seed, geometry=geometry, n_jobs=n_jobs, progress=progress))
+    return None

@@ -121,6 +121,15 @@ class Cohort:
     def slide_path(self, lineage_id: str) -> Path:
         return self.root / self.lineages.loc[lineage_id, "slide_file"]
 
+    def clinical_and_activity(self) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """Clinical rows of the patients and the pool samples, and their program activities in the same
+        order (a patient's activity is the mean over its lineages)."""
+        clinical = pd.concat([self.patients, self.pool_clinical])
+        lineage_activity = self.truth.activity.loc[self.lineages.index]
+        patient_activity = lineage_activity.groupby(self.lineages["patient_id"]).mean()
+        activity = pd.concat([patient_activity, self.truth.activity.loc[self.pool_clinical.index]])
+        return clinical, activity.loc[clinical.index]
+
 
 def write_cohort(out_dir: str | Path, *, genes: pd.DataFrame, expression_lineages: pd.DataFrame,
                  expression_pool: pd.DataFrame, lineages: pd.DataFrame, patients: pd.DataFrame,
