@@ -72,3 +72,19 @@ def test_compare_groups_with_more_than_two_groups_and_missing_values() -> None:
     result = compare_groups(durations, events, groups)
     assert set(result.fits) == {"A", "B", "C"} and len(result.groups) == 179
     assert result.logrank_p < 1e-6 and result.medians["C"] < result.medians["A"]
+
+
+def test_cohort_survival_comparisons_demo_and_real(small_cohort) -> None:
+    from gbhet_lib.data.cohort import load_cohort
+    from gbhet_lib.interpret.survival import cohort_survival_comparisons
+
+    cohort = load_cohort(small_cohort)
+    clinical, activity = cohort.clinical_and_activity()
+    demo = cohort_survival_comparisons(clinical, activity, cohort.truth.survival["os"])
+    assert list(demo) == ["hypoxia", "angiogenesis"]  # strongest planted hazard, then the first unplanted program
+    assert demo["hypoxia"].logrank_p < 0.05
+    clinical = clinical.assign(group=np.where(np.arange(len(clinical)) % 2, "x", "y"))
+    real = cohort_survival_comparisons(clinical, activity, group_column="group")
+    assert list(real) == ["group", "hypoxia"]
+    with pytest.raises(ValueError, match="group_column"):
+        cohort_survival_comparisons(clinical, activity)

@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 import requests
 from requests.sessions import Session
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from gbhet_lib.io import atomic_path, read_json, write_json_atomic, write_table_atomic
 

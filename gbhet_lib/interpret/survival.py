@@ -68,3 +68,24 @@ def _checked(durations: pd.Series, events: pd.Series, groups: pd.Series) -> tupl
         bad = groups.index[(durations <= 0) | ~events.isin([0, 1])][:3]
         raise ValueError(f"durations must be > 0 and events 0/1; check samples {list(bad)}")
     return durations, events.astype(int), groups
+
+
+def cohort_survival_comparisons(clinical: pd.DataFrame, activity: pd.DataFrame,
+                                planted_hazards: dict[str, float] | None = None,
+                                group_column: str | None = None) -> dict[str, GroupComparison]:
+    """The survival first look of chapter 1: two comparisons of overall survival.
+
+    With ``planted_hazards`` (the demo's program → log-hazard), the median split of the strongest hazard
+    program and of a program with no planted effect (the control). Otherwise (real survival), the groups
+    of ``clinical[group_column]`` (e.g. subtype) and the median split of the hypoxia score.
+    ``clinical`` holds ``os_days``/``os_event``; ``activity`` is samples × programs in the same order.
+    """
+    durations, events = clinical["os_days"], clinical["os_event"]
+    if planted_hazards:
+        hazard = pd.Series(planted_hazards)
+        control = next(p for p in activity.columns if p not in hazard.index)
+        return {p: median_split_survival(durations, events, activity[p]) for p in (hazard.abs().idxmax(), control)}
+    if group_column is None:
+        raise ValueError("real survival: pass group_column= (e.g. 'subtype') to compare groups")
+    return {group_column: compare_groups(durations, events, clinical[group_column]),
+            "hypoxia": median_split_survival(durations, events, activity["hypoxia"])}
