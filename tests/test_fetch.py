@@ -26,6 +26,15 @@ from gbhet_lib.data.fetch import (ChecksumMismatchError, CorruptGzipError, DataE
                                   RetryPolicy, fetch, fetch_profile)
 from gbhet_lib.data.manifest import DatasetEntry, Manifest, load_manifest
 
+#: the shared data mirror, read before any test runs (CI exports $GBHET_DATA_MIRROR)
+MIRROR = Path(os.environ.get("GBHET_DATA_MIRROR") or Path(__file__).resolve().parents[2] / "shared" / "data")
+
+
+@pytest.fixture(autouse=True)
+def _no_mirror_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Download tests must not be served by the environment's mirror; tests that want one pass it."""
+    monkeypatch.delenv("GBHET_DATA_MIRROR", raising=False)
+
 FAST = RetryPolicy(attempts=3, backoff_s=0.01, max_backoff_s=0.05, connect_timeout_s=2.0, read_timeout_s=5.0)
 GOOD = b"gene\tvalue\nEGFR\t1.5\nPDGFRA\t0.3\n" * 100
 BIG = bytes(range(256)) * (3 * 4096)  # 3 MiB: more than one 1 MiB chunk arrives before the drop
@@ -359,7 +368,7 @@ def test_cli_fetch_usage_errors_exit_2(args: list[str], message: str, capsys: py
 
 
 def test_cli_fetch_reference_profile_from_the_mirror(capsys: pytest.CaptureFixture) -> None:
-    mirror = Path(os.environ.get("GBHET_DATA_MIRROR") or Path(__file__).resolve().parents[2] / "shared" / "data")
+    mirror = MIRROR
     if not mirror.is_dir():
         pytest.fail(f"no data mirror at {mirror}: set GBHET_DATA_MIRROR to a copy of the manifest's files")
     start = time.perf_counter()
