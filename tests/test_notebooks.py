@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 from pathlib import Path
 
 import nbformat
@@ -54,3 +55,28 @@ def test_notebooks_are_stored_without_outputs_and_with_parameters() -> None:
         code = [c for c in nb.cells if c.cell_type == "code"]
         assert not any(c.get("outputs") or c.get("execution_count") for c in code), f"{path.name} has outputs"
         assert any("parameters" in c.metadata.get("tags", []) for c in code), f"{path.name}: no parameters cell"
+
+
+@pytest.mark.notebook
+def test_chapter_1_runs_the_full_profile_against_a_fake_gdc(tmp_path: Path) -> None:
+    from fake_gdc import serve_fake_gdc
+
+    def case(k: int, project: str, dead: bool) -> dict:
+        return {"id": f"case-{k}", "case_id": f"case-{k}", "submitter_id": f"TCGA-{k:02d}-0001",
+                "project": {"project_id": project},
+                "demographic": {"vital_status": "Dead" if dead else "Alive",
+                                "days_to_death": 100 + 40 * k if dead else None},
+                "diagnoses": [{"days_to_last_follow_up": 2000 + k}]}
+
+    files = [{"id": str(uuid.UUID(int=k)), "file_id": str(uuid.UUID(int=k)), "file_name": f"f{k}.tsv",
+              "md5sum": f"{k:032x}", "file_size": 1000, "state": "released"} for k in range(3)]
+    with serve_fake_gdc() as fake:
+        fake.hits["files"] = files
+        fake.hits["cases"] = [case(k, "TCGA-GBM" if k % 2 else "TCGA-LGG", dead=k % 3 != 0) for k in range(12)]
+        config = StudyConfig(profile="full", run_dir=tmp_path / "run", seed=0, device="cpu")
+        run_study(config, notebook_dir=NOTEBOOKS, only=["01_data"], parameters={"gdc_api": fake.url},
+                  progress=False)
+    data = json.loads((config.run_dir / "metrics" / "01_data.json").read_text())
+    assert data["profile"] == "full" and data["gdc_files"] == {"STAR counts": 3, "diagnostic slides": 3}
+    assert 0.0 <= data["os_logrank_p"] <= 1.0
+    assert len(list((config.run_dir / "data" / "gdc").glob("*.manifest.txt"))) == 2  # counts and slides

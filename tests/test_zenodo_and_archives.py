@@ -466,3 +466,23 @@ def test_names_parse_to_labels() -> None:
     assert (patch.slide.patient_label, patch.slide.lineage_label) == (1, 29)
     with pytest.raises(MalformedNameError, match=r"the mouse id 'M_1' is empty or contains '_'"):
         parse_slide_name("SRA1-M_1-85")
+
+
+@pytest.mark.notebook
+def test_chapter_1_runs_the_stemri_profile_against_a_fake_zenodo(zenodo: _FakeZenodo, tmp_path: Path) -> None:
+    from gbhet_lib.config import StudyConfig
+    from gbhet_lib.runner import run_study
+
+    zenodo.files = {"tcga.tar.gz": _tar_bytes(tmp_path), "README.txt": b"hello"}
+    gbdata = _build_gbdata(tmp_path / "authors")
+    config = StudyConfig(profile="stemri", run_dir=tmp_path / "run", seed=0, device="cpu",
+                         cache_dir=tmp_path / "cache")
+    run_study(config, notebook_dir=Path(__file__).resolve().parents[1] / "notebooks", only=["01_data"],
+              parameters={"zenodo_api": _api(zenodo), "stemri_download": ["tcga.tar.gz"],
+                          "stemri_gbdata": str(gbdata)}, progress=False)
+    assert zenodo.file_requests == ["tcga.tar.gz"]
+    assert (tmp_path / "cache" / "stemri" / "tcga" / "tcga" / "s1.tsv").is_file()  # downloaded, verified, extracted
+    executed = (config.run_dir / "notebooks" / "01_data.ipynb").read_text()
+    first_line = check_gbdata_layout(gbdata).summary().splitlines()[0]
+    assert json.dumps(first_line)[1:-1] in executed  # the layout summary is printed
+    assert "README.txt" in executed  # the record's file table is shown

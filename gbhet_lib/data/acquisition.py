@@ -11,7 +11,7 @@ import pandas as pd
 
 from .cohort import Cohort, load_cohort
 from .fetch import fetch_profile
-from .gdc import GDCClient, cases_survival_query, diagnostic_slides_query, star_counts_query, survival_table
+from .gdc import GDC_API, GDCClient, cases_survival_query, diagnostic_slides_query, star_counts_query, survival_table
 from .manifest import Manifest, load_manifest
 from .reference import build_reference_cohort
 from .stemri_layout import LayoutReport, check_gbdata_layout
@@ -78,7 +78,8 @@ class GDCOverview:
     records: dict[str, Path]
 
 
-def gdc_overview(folder: Path, projects: Sequence[str] = ("TCGA-GBM",), client: GDCClient | None = None) -> GDCOverview:
+def gdc_overview(folder: Path, projects: Sequence[str] = ("TCGA-GBM", "TCGA-LGG"),
+                 client: GDCClient | None = None) -> GDCOverview:
     """Resolve the STAR-counts, diagnostic-slide and case-survival queries for ``projects`` into ``folder``
     (GDC manifests + tables + records) and read them back. Needs network access to the GDC API."""
     client = client or GDCClient()
@@ -121,25 +122,27 @@ class Acquisition:
 
 
 def acquire(profile: str, data_dir: Path, mirror: Path | None = None, cache_dir: Path | None = None,
-            gdc_projects: Sequence[str] = ("TCGA-GBM",), stemri_download: Sequence[str] = (),
-            stemri_gbdata: Path | None = None) -> Acquisition:
+            gdc_projects: Sequence[str] = ("TCGA-GBM", "TCGA-LGG"), stemri_download: Sequence[str] = (),
+            stemri_gbdata: Path | None = None, gdc_api: str = GDC_API, zenodo_api: str = ZENODO_API) -> Acquisition:
     """Obtain and verify what ``profile`` needs (``full`` and ``stemri`` need network access).
 
     reference: every manifest dataset, from the mirror or the pinned sources; full: the GDC queries resolved
     into ``data_dir/gdc``; stemri: the record's file list, the files named in ``stemri_download`` and the
-    layout check of ``stemri_gbdata``; demo: nothing to obtain.
+    layout check of ``stemri_gbdata``; demo: nothing to obtain. ``gdc_api`` and ``zenodo_api`` are the
+    services' base URLs (a mirror, a proxy or a test server otherwise).
     """
     statement = data_use_statement(profile)
     if profile == "reference":
         return Acquisition(statement, acquisition_table(profile, mirror, cache_dir))
     if profile == "full":
-        overview = gdc_overview(Path(data_dir) / "gdc", gdc_projects)
+        overview = gdc_overview(Path(data_dir) / "gdc", gdc_projects, GDCClient(base_url=gdc_api))
         sizes = [("STAR counts", overview.counts_files), ("diagnostic slides", overview.slide_files)]
         table = pd.DataFrame([{"files": kind, "n": len(t), "size_gb": round(t["file_size"].sum() / 1e9, 2)}
                               for kind, t in sizes]).set_index("files")
         return Acquisition(statement, table, overview)
     if profile == "stemri":
-        overview = stemri_overview(Path(cache_dir or Path(data_dir)) / "stemri", stemri_download, stemri_gbdata)
+        overview = stemri_overview(Path(cache_dir or data_dir) / "stemri", stemri_download, stemri_gbdata,
+                                   api_url=zenodo_api)
         return Acquisition(statement, overview.files, overview)
     return Acquisition(statement, pd.DataFrame())
 
