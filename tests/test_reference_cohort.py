@@ -59,3 +59,15 @@ def test_real_survival_differs_by_subtype_as_a_first_look(reference_cohort) -> N
     result = compare_groups(clinical["os_days"], clinical["os_event"], clinical["subtype"])
     assert set(result.fits) == {"Classical", "Mesenchymal", "Neural", "Proneural"}
     assert 0.0 <= result.logrank_p <= 1.0  # reported, not asserted significant: that is the data's to say
+
+
+def test_the_cancersubtypes_expression_set_also_builds_a_cohort(tmp_path: Path) -> None:
+    out = build_reference_cohort(tmp_path / "cs", mirror=_mirror(), n_paired=6, geometry=SlideGeometry(width=512,
+                                 height=512), expression_set="cancersubtypes1500", n_jobs=1, progress=False)
+    cohort = load_cohort(out)
+    assert cohort.expression_lineages.shape[1] + cohort.expression_pool.shape[1] == 100
+    assert cohort.genes.shape[0] > 1300 and "subtype" not in cohort.patients
+    assert cohort.patients.loc[:, "os_days"].notna().all()
+    assert "cancersubtypes_geneexp_rda" in cohort.metadata["sources"]
+    with pytest.raises(ValueError, match="expression_set='tcga'"):
+        build_reference_cohort(tmp_path / "x", mirror=_mirror(), expression_set="tcga")

@@ -86,5 +86,4 @@ def test_cohort_survival_comparisons_demo_and_real(small_cohort) -> None:
     clinical = clinical.assign(group=np.where(np.arange(len(clinical)) % 2, "x", "y"))
     real = cohort_survival_comparisons(clinical, activity, group_column="group")
     assert list(real) == ["group", "hypoxia"]
-    with pytest.raises(ValueError, match="group_column"):
-        cohort_survival_comparisons(clinical, activity)
+    assert list(cohort_survival_comparisons(clinical, activity)) == ["hypoxia"]

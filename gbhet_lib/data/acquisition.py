@@ -149,7 +149,8 @@ def acquire(profile: str, data_dir: Path, mirror: Path | None = None, cache_dir:
 
 def build_cohort(profile: str, out_dir: Path, seed: int, demo_spec: CohortSpec, n_paired: int,
                  geometry: SlideGeometry, mirror: Path | None = None, cache_dir: Path | None = None,
-                 n_jobs: int | None = None, progress: bool = False) -> Cohort | None:
+                 n_jobs: int | None = None, progress: bool = False,
+                 reference_expression: str = "verhaak840") -> Cohort | None:
     """The profile's cohort in the contract of :mod:`gbhet_lib.data.cohort`, or None where this version
     builds none (``full`` and ``stemri`` stop at acquisition: their real slides and the authors' patches
     enter the cohort contract with the WSI chapter)."""
@@ -158,5 +159,6 @@ def build_cohort(profile: str, out_dir: Path, seed: int, demo_spec: CohortSpec, 
         return load_cohort(make_demo_cohort(out_dir, spec, seed=seed, n_jobs=n_jobs, progress=progress))
     if profile == "reference":
         return load_cohort(build_reference_cohort(out_dir, mirror=mirror, cache_dir=cache_dir, n_paired=n_paired,
-                                                  seed=seed, geometry=geometry, n_jobs=n_jobs, progress=progress))
+                                                  seed=seed, geometry=geometry, expression_set=reference_expression,
+                                                  n_jobs=n_jobs, progress=progress))
     return None

@@ -77,7 +77,7 @@ def cohort_survival_comparisons(clinical: pd.DataFrame, activity: pd.DataFrame,
 
     With ``planted_hazards`` (the demo's program → log-hazard), the median split of the strongest hazard
     program and of a program with no planted effect (the control). Otherwise (real survival), the groups
-    of ``clinical[group_column]`` (e.g. subtype) and the median split of the hypoxia score.
+    of ``clinical[group_column]`` (e.g. subtype) when given, and the median split of the hypoxia score.
     ``clinical`` holds ``os_days``/``os_event``; ``activity`` is samples × programs in the same order.
     """
     durations, events = clinical["os_days"], clinical["os_event"]
@@ -85,7 +85,8 @@ def cohort_survival_comparisons(clinical: pd.DataFrame, activity: pd.DataFrame,
         hazard = pd.Series(planted_hazards)
         control = next(p for p in activity.columns if p not in hazard.index)
         return {p: median_split_survival(durations, events, activity[p]) for p in (hazard.abs().idxmax(), control)}
-    if group_column is None:
-        raise ValueError("real survival: pass group_column= (e.g. 'subtype') to compare groups")
-    return {group_column: compare_groups(durations, events, clinical[group_column]),
-            "hypoxia": median_split_survival(durations, events, activity["hypoxia"])}
+    comparisons = {}
+    if group_column is not None:
+        comparisons[group_column] = compare_groups(durations, events, clinical[group_column])
+    comparisons["hypoxia"] = median_split_survival(durations, events, activity["hypoxia"])
+    return comparisons
