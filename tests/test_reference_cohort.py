@@ -71,3 +71,12 @@ def test_the_cancersubtypes_expression_set_also_builds_a_cohort(tmp_path: Path) 
     assert "cancersubtypes_geneexp_rda" in cohort.metadata["sources"]
     with pytest.raises(ValueError, match="expression_set='tcga'"):
         build_reference_cohort(tmp_path / "x", mirror=_mirror(), expression_set="tcga")
+
+
+def test_every_reference_input_has_a_pinned_upstream_source() -> None:
+    """The cohort must build online without a mirror: no input may be a mirror-only file."""
+    from gbhet_lib.data.reference import EXPRESSION_INPUTS, SHARED_INPUTS
+
+    manifest = load_manifest()
+    for name in SHARED_INPUTS + sum(EXPRESSION_INPUTS.values(), ()):
+        assert manifest[name].role == "upstream" and manifest[name].url, name

@@ -1,5 +1,5 @@
-"""The ``reference`` profile's cohort: real TCGA-GBM expression scored with MSigDB Hallmark and Neftel 2019
-sets, driving rendered slides. Two expression sets can drive it: ``verhaak840`` (Verhaak 2010 unified core,
+"""The ``reference`` profile's cohort: real TCGA-GBM expression scored with MSigDB Hallmark sets and the
+Verhaak 2010 neural signature, driving rendered slides. Two expression sets can drive it: ``verhaak840`` (Verhaak 2010 unified core,
 840 subtype genes × 173 patients, with subtypes and the TCGA clinical patient file) and ``cancersubtypes1500``
 (CancerSubtypes' TCGA-GBM 1,500 genes × 100 patients, with their overall survival).
 
@@ -15,13 +15,15 @@ import pandas as pd
 
 from .fetch import fetch
 from .manifest import load_manifest
-from .readers import (read_cancersubtypes_gbm, read_gmt, read_iobr_hallmark_rda, read_pirlygenes_reference,
-                      read_string_rda, read_tcga_clinical_patient, read_verhaak_clanc840)
+from .readers import (read_cancersubtypes_gbm, read_gliovis_subtypes_rds, read_iobr_hallmark_rda,
+                      read_pirlygenes_reference, read_string_rda, read_tcga_clinical_patient, read_verhaak_clanc840)
 from .semisynthetic import make_semisynthetic_cohort
 from .synthetic.slides import SlideGeometry
 
 #: manifest entries every reference cohort is built from, and those of each expression set
-SHARED_INPUTS: tuple[str, ...] = ("msigdb_hallmark_iobr_rda", "neftel2019_gmt", "pirlygenes_gene_reference",
+#: (every one has a pinned upstream URL, so the cohort builds online without a mirror; the Neftel 2019 sets are
+#: mirror-only, which is why the neural program uses the Verhaak 2010 neural signature)
+SHARED_INPUTS: tuple[str, ...] = ("msigdb_hallmark_iobr_rda", "gliovis_subtype_list_rds", "pirlygenes_gene_reference",
                                   "string_v12_ppi_rda")
 EXPRESSION_INPUTS: dict[str, tuple[str, ...]] = {
     "verhaak840": ("verhaak2010_clanc840", "tcga_gbm_clinical_patient"),
@@ -76,7 +78,8 @@ def build_reference_cohort(out_dir: str | Path, mirror: Path | None = None, cach
     else:
         expression, clinical = cancersubtypes_expression_and_clinical(
             *(paths[n] for n in EXPRESSION_INPUTS[expression_set]))
-    gene_sets = {**read_iobr_hallmark_rda(paths["msigdb_hallmark_iobr_rda"]), **read_gmt(paths["neftel2019_gmt"])}
+    gene_sets = {**read_iobr_hallmark_rda(paths["msigdb_hallmark_iobr_rda"]),
+                 **read_gliovis_subtypes_rds(paths["gliovis_subtype_list_rds"])}
     return make_semisynthetic_cohort(
         out_dir, expression, clinical, gene_sets, annotation=read_pirlygenes_reference(paths["pirlygenes_gene_reference"]),
         ppi_edges=read_string_rda(paths["string_v12_ppi_rda"]), groups=clinical.get("subtype"), n_paired=n_paired,

@@ -1,7 +1,7 @@
 """The semi-synthetic paired cohort of the ``reference`` profile: real expression, rendered slides.
 
 Real tumour expression profiles (e.g. TCGA-GBM) are scored for the study's six programs with real gene
-sets (MSigDB Hallmark, Neftel 2019 cell states). The three image-visible program scores drive the demo's
+sets (MSigDB Hallmark, the Verhaak 2010 neural signature). The three image-visible program scores drive the demo's
 slide renderer, so every later chapter runs on real expression structure while what the slides show is
 known exactly. Each real sample with a slide is one patient with one lineage (real data give no
 multi-region sampling); the remaining samples form the RNA-only pool. Survival is the samples' real
@@ -27,13 +27,13 @@ from .synthetic.slides import SlideGeometry, render_slide_files
 
 GENERATOR_VERSION = "1"
 
-#: program → gene-set names whose union scores it (Hallmark names as in MSigDB; Neftel 2019 meta-modules)
+#: program → gene-set names whose union scores it (Hallmark names as in MSigDB; Verhaak 2010 as in GlioVis)
 DEFAULT_PROGRAM_SETS: dict[str, tuple[str, ...]] = {
     "hypoxia": ("HALLMARK_HYPOXIA",),
     "proliferation": ("HALLMARK_G2M_CHECKPOINT", "HALLMARK_E2F_TARGETS"),
     "angiogenesis": ("HALLMARK_ANGIOGENESIS",),
     "immune": ("HALLMARK_INFLAMMATORY_RESPONSE", "HALLMARK_INTERFERON_GAMMA_RESPONSE"),
-    "neural": ("NEFTEL2019_NPC1_LIKE", "NEFTEL2019_NPC2_LIKE"),
+    "neural": ("VERHAAK2010_NEURAL",),
     "mesenchymal": ("HALLMARK_EPITHELIAL_MESENCHYMAL_TRANSITION",),
 }
 
@@ -65,7 +65,7 @@ def program_scores(expression: pd.DataFrame, gene_sets: Mapping[str, Sequence[st
     missing_sets = sorted({s for sets in program_sets.values() for s in sets} - set(gene_sets))
     if missing_sets:
         raise ValueError(f"gene set(s) {missing_sets} not found among the {len(gene_sets)} sets given; pass "
-                         "Hallmark and Neftel 2019 sets, or choose other sets with program_sets=")
+                         "Hallmark and Verhaak 2010 sets, or choose other sets with program_sets=")
     z = (expression - expression.mean()) / expression.std(ddof=0).replace(0.0, np.nan)
     scores, used = {}, {}
     for program, sets in program_sets.items():
