@@ -1,0 +1,1 @@
+"""RNA encoding: gene identifiers, normalisation, gene tokens, the cluster-token transformer, evaluation."""
