@@ -127,3 +127,17 @@ def sample_distributions(expression: pd.DataFrame, max_samples: int = 40, ax: Ax
     ax.set_xticks(range(1, shown.shape[1] + 1), shown.columns, rotation=90, fontsize=6)
     ax.set_ylabel(ylabel)
     return ax
+
+
+def embedding_map(embedding: pd.DataFrame, labels: pd.Series, seed: int = 0, ax: Axes | None = None) -> Axes:
+    """UMAP of sample embeddings (samples × d), points coloured by ``labels`` (e.g. subtype)."""
+    import umap
+
+    coords = umap.UMAP(n_neighbors=15, min_dist=0.3, random_state=seed).fit_transform(embedding.to_numpy())
+    ax = ax or plt.subplots(figsize=(5, 4))[1]
+    for label in sorted(labels.unique(), key=str):
+        sel = (labels == label).to_numpy()
+        ax.scatter(coords[sel, 0], coords[sel, 1], s=12, alpha=0.8, label=f"{label} (n={int(sel.sum())})")
+    ax.set(xlabel="UMAP 1", ylabel="UMAP 2", xticks=[], yticks=[])
+    ax.legend(frameon=False, fontsize=8)
+    return ax

@@ -113,17 +113,28 @@ def discover_stages(notebook_dir: Path) -> list[Stage]:
 def select_stages(stages: list[Stage], only: list[str] | None) -> list[Stage]:
     """The stages named in ``only`` (all when ``only`` is empty or None), in study order.
 
-    A stage ``01_data`` is named by ``01_data``, ``01``, ``1`` or ``data``; an unknown name is a ValueError
-    that lists the valid ones.
+    A stage ``02_rna_encoding`` is named by ``02_rna_encoding``, ``02``, ``2``, ``rna_encoding`` or a prefix of
+    its name that no other stage shares (``rna``); an unknown or ambiguous name is a ValueError that lists the
+    valid ones.
     """
     if not only:
         return list(stages)
-    unknown = [key for key in only if not any(key in stage.keys for stage in stages)]
-    if unknown:
-        raise ValueError(f"unknown stage(s) {', '.join(map(repr, unknown))}; valid stages: "
-                         f"{', '.join(stage.name for stage in stages)} (a stage may also be named by its "
-                         "number or its name alone, e.g. '1' or 'data' for 01_data)")
-    return [stage for stage in stages if stage.keys & set(only)]
+    chosen: set[str] = set()
+    for key in only:
+        exact = [stage for stage in stages if key in stage.keys]
+        matches = exact or [stage for stage in stages if _bare_name(stage).startswith(key)]
+        if len(matches) != 1:
+            problem = "ambiguous" if matches else "unknown"
+            raise ValueError(f"{problem} stage {key!r}; valid stages: {', '.join(s.name for s in stages)} (a stage "
+                             "may also be named by its number, its name alone or a unique prefix of it, e.g. '1' "
+                             "or 'data' for 01_data)")
+        chosen.add(matches[0].name)
+    return [stage for stage in stages if stage.name in chosen]
+
+
+def _bare_name(stage: Stage) -> str:
+    match = _STAGE_NAME.match(stage.name)
+    return match["name"] if match else stage.name
 
 
 def run_study(config: StudyConfig, notebook_dir: Path = Path("notebooks"), only: list[str] | None = None,

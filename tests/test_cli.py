@@ -26,7 +26,7 @@ def test_synth_bad_size_is_exit_2_with_a_message(tmp_path: Path, capsys: pytest.
 
 @pytest.mark.parametrize("args, message", [
     (["--set", "no_equals_sign"], "expected NAME=VALUE"),
-    (["--only", "99_nothing"], "unknown stage(s) '99_nothing'"),
+    (["--only", "99_nothing"], "unknown stage '99_nothing'"),
     (["--set", "not_a_parameter=1"], "unknown parameter override(s) not_a_parameter"),
     (["--profile", "demo", "--set", "seed=2"], "come from the StudyConfig"),
 ])

@@ -10,12 +10,15 @@ import nbformat
 import pytest
 
 from gbhet_lib.config import StudyConfig
+from gbhet_lib.data.synthetic import PROGRAM_NAMES
 from gbhet_lib.runner import discover_stages, run_study
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 #: small sizes so that the whole study runs in a minute or two; a stage receives the ones it declares
 SMOKE_PARAMETERS = {"n_patients": 2, "n_pool": 60, "n_genes": 400, "n_paired": 6, "slide_width": 1024,
-                    "slide_height": 768, "n_jobs": 1}
+                    "slide_height": 768, "n_jobs": 1, "epochs": 2}
+#: the metrics file each stage writes (metrics/<name>.json)
+STAGE_METRICS = {"01_data": "01_data", "02_rna_encoding": "rna"}
 
 
 @pytest.mark.notebook
@@ -29,10 +32,12 @@ def test_all_notebooks_execute_on_the_demo_profile(tmp_path: Path) -> None:
         errors = [o for c in executed.cells if c.cell_type == "code" for o in c.get("outputs", [])
                   if o.get("output_type") == "error"]
         assert not errors, stage
-        assert (config.run_dir / "metrics" / f"{stage}.json").exists(), f"{stage} wrote no metrics"
+        assert (config.run_dir / "metrics" / f"{STAGE_METRICS[stage]}.json").exists(), f"{stage} wrote no metrics"
     data = json.loads((config.run_dir / "metrics" / "01_data.json").read_text())
     assert data["patients"] == 2 and data["pool_samples"] == 60 and data["genes"] == 400
     assert data["module_coexpression_within_mean"] > data["module_coexpression_across_mean"]
+    rna = json.loads((config.run_dir / "metrics" / "rna.json").read_text())
+    assert rna["n_genes"] == 400 and rna["louvain_ari"] > 0.5 and set(rna["probe_r2"]) == set(PROGRAM_NAMES)
 
 
 @pytest.mark.notebook
@@ -42,11 +47,14 @@ def test_chapter_1_runs_the_reference_profile_offline_from_the_mirror(tmp_path: 
         pytest.fail(f"no data mirror at {mirror}: set GBHET_DATA_MIRROR to a copy of the data manifest's files")
     config = StudyConfig(profile="reference", run_dir=tmp_path / "run", seed=0, device="cpu", data_mirror=mirror,
                          cache_dir=tmp_path / "empty-cache")
-    run_study(config, notebook_dir=NOTEBOOKS, only=["01_data"], parameters=SMOKE_PARAMETERS, progress=False)
+    run_study(config, notebook_dir=NOTEBOOKS, only=["01_data", "rna"], parameters=SMOKE_PARAMETERS, progress=False)
     data = json.loads((config.run_dir / "metrics" / "01_data.json").read_text())
     assert data["profile"] == "reference" and data["lineages"] == 6 and data["pool_samples"] == 173 - 6
     assert data["subtype_counts"] == {"Classical": 38, "Mesenchymal": 56, "Neural": 26, "Proneural": 53}
     assert not any((tmp_path / "empty-cache").rglob("*.*"))  # nothing was downloaded
+    rna = json.loads((config.run_dir / "metrics" / "rna.json").read_text())
+    assert rna["n_samples"] == 173 and rna["subtype_chance"] == pytest.approx(56 / 173)
+    assert {"subtype_acc", "subtype_acc_raw", "c_index"} <= set(rna)
 
 
 def test_notebooks_are_stored_without_outputs_and_with_parameters() -> None:

@@ -154,3 +154,12 @@ def test_failing_cell_raises_stage_failed(config: StudyConfig, tmp_path: Path,
     assert "boom" in err.failed_notebook.read_text()
     assert sorted(p.name for p in out.iterdir()) == ["01_bad.failed.ipynb"]
     assert not (config.run_dir / "seen").exists()  # 02_after did not run
+
+
+def test_a_unique_prefix_of_the_name_selects_a_stage(tmp_path: Path) -> None:
+    stages = [Stage("01_data", tmp_path / "a"), Stage("02_rna_encoding", tmp_path / "b"),
+              Stage("03_rna_survival", tmp_path / "c")]
+    assert select_stages(stages, ["rna_e"]) == [stages[1]]
+    assert select_stages(stages, ["dat"]) == [stages[0]]
+    with pytest.raises(ValueError, match="ambiguous stage 'rna'"):
+        select_stages(stages, ["rna"])

@@ -113,3 +113,12 @@ def _check_rows(features: np.ndarray, targets: object) -> None:
     if len(features) != len(targets):  # type: ignore[arg-type]
         raise ValueError(f"features have {len(features)} rows but targets have {len(targets)}; "  # type: ignore[arg-type]
                          "they must list the same samples in the same order")
+
+
+def principal_components(values: pd.DataFrame, n_components: int = 20, seed: int = 0) -> np.ndarray:
+    """The first principal components of standardised ``values`` (samples × features): the raw-expression
+    baseline the embedding is compared with, at a similar dimension."""
+    from sklearn.decomposition import PCA
+
+    x = StandardScaler().fit_transform(values.to_numpy(dtype=float))
+    return PCA(n_components=min(n_components, *x.shape), random_state=seed).fit_transform(x)

@@ -85,3 +85,21 @@ def token_source_edges(cohort: Cohort | None, ppi_path: str | Path | None, mirro
     from ..data.readers import read_string_rda
 
     return read_string_rda(fetch("string_v12_ppi_rda", mirror=mirror, cache_dir=cache_dir))
+
+
+def standardise_genes(values: pd.DataFrame, fit_on: pd.Index) -> pd.DataFrame:
+    """Per-gene z-scores (samples × genes) with means and standard deviations from the ``fit_on`` samples only
+    (the training pool), so held-out samples never inform the scaling. Constant genes are centred, not scaled."""
+    reference = values.loc[fit_on]
+    sd = reference.std(ddof=0).replace(0.0, 1.0)
+    return (values - reference.mean()) / sd
+
+
+def checkpoint_folder(root: Path, settings: dict, token_sizes: dict) -> Path:
+    """``root/pretrain-<digest>``: one folder per training configuration and token layout, so a rerun with the
+    same settings resumes and one with other settings starts afresh instead of clashing with a checkpoint."""
+    import hashlib
+    import json
+
+    digest = hashlib.sha256(json.dumps([settings, token_sizes], sort_keys=True).encode()).hexdigest()[:10]
+    return Path(root) / f"pretrain-{digest}"
