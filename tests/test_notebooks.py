@@ -88,3 +88,27 @@ def test_chapter_1_runs_the_full_profile_against_a_fake_gdc(tmp_path: Path) -> N
     assert data["profile"] == "full" and data["gdc_files"] == {"STAR counts": 3, "diagnostic slides": 3}
     assert 0.0 <= data["os_logrank_p"] <= 1.0
     assert len(list((config.run_dir / "data" / "gdc").glob("*.manifest.txt"))) == 2  # counts and slides
+
+
+@pytest.mark.notebook
+def test_chapter_2_runs_on_your_own_files(tmp_path: Path) -> None:
+    """Bring your own data: an expression TSV (symbols × samples, normalised), a clinical CSV and an edge table."""
+    from gbhet_lib.data.fetch import fetch
+    from gbhet_lib.data.readers import read_tcga_clinical_patient, read_verhaak_clanc840
+
+    mirror = Path(os.environ.get("GBHET_DATA_MIRROR") or NOTEBOOKS.parents[1] / "shared" / "data")
+    if not mirror.is_dir():
+        pytest.fail(f"no data mirror at {mirror}: set GBHET_DATA_MIRROR to a copy of the data manifest's files")
+    adata = read_verhaak_clanc840(fetch("verhaak2010_clanc840", mirror=mirror))
+    expression = adata.to_df().T  # genes × samples
+    expression.to_csv(tmp_path / "expression.tsv", sep="\t")
+    clinical = read_tcga_clinical_patient(fetch("tcga_gbm_clinical_patient", mirror=mirror))
+    table = adata.obs.join(clinical[["os_days", "os_event", "age"]], on="patient_id")
+    table[["subtype", "os_days", "os_event", "age"]].to_csv(tmp_path / "clinical.csv")
+    edges = fetch("string_v12_ppi_tsv", mirror=mirror)
+    config = StudyConfig(profile="reference", run_dir=tmp_path / "run", seed=0, device="cpu", data_mirror=mirror)
+    run_study(config, notebook_dir=NOTEBOOKS, only=["rna"], progress=False, parameters={
+        "expression_path": str(tmp_path / "expression.tsv"), "expression_values": "normalised",
+        "clinical_path": str(tmp_path / "clinical.csv"), "ppi_path": str(edges), "epochs": 2})
+    rna = json.loads((config.run_dir / "metrics" / "rna.json").read_text())
+    assert rna["n_samples"] == 173 and rna["n_genes"] > 700 and rna["subtype_chance"] == pytest.approx(56 / 173)
