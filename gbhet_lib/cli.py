@@ -1,5 +1,5 @@
 """The ``gbhet`` command: ``gbhet run`` (the study), ``gbhet synth`` (the demo cohort), ``gbhet fetch`` (the data
-manifest's files), ``gbhet book``."""
+manifest's files), ``gbhet tile`` (patch coordinates of slides), ``gbhet book``."""
 from __future__ import annotations
 
 import argparse
@@ -75,6 +75,24 @@ def _parser() -> argparse.ArgumentParser:
                        help="a datasets.yaml other than the repository's data_manifest/datasets.yaml")
     fetch.add_argument("--no-progress", action="store_true", help="hide the download progress bars")
     fetch.set_defaults(handler=_cmd_fetch)
+
+    tile = sub.add_parser("tile", help="tile slides into patch coordinates (one HDF5 per slide)",
+                          description="Detect tissue, lay a grid of patches at a target magnification and write "
+                                      "<stem>.h5 (level-0 coords + attributes) per slide into --out. Finished "
+                                      "slides are skipped. Exit status 1 if any slide failed.")
+    tile.add_argument("slides", type=Path, metavar="SLIDE_OR_DIR", help="a slide file, or a folder of slides")
+    tile.add_argument("--out", type=Path, required=True, help="folder for the <stem>.h5 coordinate files")
+    tile.add_argument("--mag", type=float, default=10.0, help="target magnification (x; 10 / µm/px)")
+    tile.add_argument("--patch", type=int, default=256, help="patch edge, px at the target magnification")
+    tile.add_argument("--overlap", type=int, default=0, help="overlap of neighbours, px at the target magnification")
+    tile.add_argument("--min-tissue", type=float, default=0.5, help="minimum tissue fraction of a kept patch")
+    tile.add_argument("--jobs", type=int, default=2, help="slide-tiling processes")
+    tile.add_argument("--mpp", type=float, default=None,
+                      help="level-0 µm/px, overriding the slides' tags (needed when they have none)")
+    tile.add_argument("--stain-rule", action="store_true",
+                      help="also label patches tumor/neutral with the paper's HLS stain-hue rule")
+    tile.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    tile.set_defaults(handler=_cmd_tile)
 
     book = sub.add_parser("book", help="render the Jupyter Book from a run's executed notebooks")
     book.add_argument("--run-dir", type=Path, default=Path("runs/demo"))
@@ -158,6 +176,29 @@ def _human_size(nbytes: int) -> str:
         if nbytes >= scale:
             return f"{nbytes / scale:.1f} {unit}"
     return f"{nbytes} B"
+
+
+def _cmd_tile(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from .wsi.slide_io import list_slides
+    from .wsi.tiling import TilingConfig, tile_slides
+
+    config = TilingConfig(target_magnification=args.mag, patch_size=args.patch, overlap=args.overlap,
+                          min_tissue_fraction=args.min_tissue, mpp_override=args.mpp, stain_rule=args.stain_rule)
+    if not args.slides.exists():
+        raise FileNotFoundError(f"{args.slides}: no such slide file or folder")
+    paths = list(list_slides(args.slides)["path"]) if args.slides.is_dir() else [args.slides]
+    start = time.perf_counter()
+    report = tile_slides(paths, args.out, config, n_jobs=args.jobs,
+                         progress=not args.no_progress and sys.stderr.isatty())
+    with pd.option_context("display.max_colwidth", 120, "display.width", 200):
+        print(report.fillna({"error": ""}).to_string(index=False))
+    counts = report["status"].value_counts()
+    print(f"gbhet tile: {counts.get('ok', 0)} tiled, {counts.get('skipped', 0)} skipped, {counts.get('failed', 0)} "
+          f"failed; {int(report['patches'].sum())} patches in {args.out} after {time.perf_counter() - start:.1f} s",
+          file=sys.stderr)
+    return 1 if counts.get("failed", 0) else 0
 
 
 def _cmd_book(args: argparse.Namespace) -> int:

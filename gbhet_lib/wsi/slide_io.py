@@ -22,8 +22,15 @@ def open_slide(path: str | Path) -> openslide.OpenSlide:
                          "TIFF or a vendor format openslide supports (SVS, NDPI, MRXS, ...).") from err
 
 
-def slide_mpp(slide: openslide.OpenSlide, path: str | Path = "") -> float:
-    """Level-0 microns per pixel (mean of x and y); an error naming the file when the slide does not say."""
+def slide_mpp(slide: openslide.OpenSlide, path: str | Path = "", mpp_override: float | None = None) -> float:
+    """Level-0 microns per pixel (mean of x and y); ``mpp_override`` (µm/px) wins over the file's tags.
+
+    A slide without resolution tags and no override is an error naming the file and the fix.
+    """
+    if mpp_override is not None:
+        if not mpp_override > 0:
+            raise ValueError(f"mpp_override={mpp_override} must be > 0 (level-0 µm/px, e.g. 0.25 for 40x)")
+        return float(mpp_override)
     try:
         return (float(slide.properties[openslide.PROPERTY_NAME_MPP_X])
                 + float(slide.properties[openslide.PROPERTY_NAME_MPP_Y])) / 2.0
@@ -33,11 +40,56 @@ def slide_mpp(slide: openslide.OpenSlide, path: str | Path = "") -> float:
                          "resolution tags.") from None
 
 
+_MAG_TOLERANCE = 1e-3  # relative: openslide downsamples of odd-sized levels are slightly off integers
+
+
+def magnification(mpp: float) -> float:
+    """Nominal objective magnification of µm/px: 10 / mpp (0.25 → 40×, 0.5 → 20×, 1.0 → 10×)."""
+    if not mpp > 0:
+        raise ValueError(f"mpp={mpp} must be > 0 (µm per pixel)")
+    return 10.0 / mpp
+
+
+def level_for_magnification(slide: openslide.OpenSlide, target_mag: float, mpp: float | None = None,
+                            path: str | Path = "") -> tuple[int, float]:
+    """The pyramid level to read for ``target_mag`` and the residual downsample still to apply.
+
+    The level is the coarsest one whose magnification is still ≥ ``target_mag`` (never upsample);
+    the residual is (target downsample from level 0) / (that level's downsample), ≥ 1.
+
+    Args:
+        slide: an open slide.
+        target_mag: wanted magnification (×), e.g. 10.
+        mpp: level-0 µm/px overriding the file's tags (``mpp_override``); needed when the file has none.
+        path: the slide's file, only to name it in errors.
+
+    Raises:
+        ValueError: no µm/px (pass ``mpp_override``), or ``target_mag`` above the level-0 magnification.
+    """
+    if not target_mag > 0:
+        raise ValueError(f"target magnification {target_mag} must be > 0 (e.g. 10 for 10x)")
+    level0_mag = magnification(slide_mpp(slide, path, mpp_override=mpp))
+    target_downsample = level0_mag / target_mag
+    if target_downsample < 1 - _MAG_TOLERANCE:
+        raise ValueError(f"slide {path or '(unnamed)'} is scanned at {level0_mag:g}x (level 0); it cannot be "
+                         f"tiled at {target_mag:g}x without upsampling. Choose a magnification <= {level0_mag:g}.")
+    level = max(i for i, ds in enumerate(slide.level_downsamples)
+                if i == 0 or ds <= target_downsample * (1 + _MAG_TOLERANCE))
+    residual = target_downsample / slide.level_downsamples[level]
+    return level, (1.0 if abs(residual - 1) < _MAG_TOLERANCE else residual)
+
+
+def slide_thumbnail(slide: openslide.OpenSlide, max_size: int = 512) -> tuple[np.ndarray, tuple[float, float]]:
+    """RGB thumbnail of an open slide (H×W×3 uint8, longest side ≤ ``max_size``) and its (x, y) downsamples
+    from level 0 (level-0 pixels per thumbnail pixel)."""
+    thumb = np.asarray(slide.get_thumbnail((max_size, max_size)).convert("RGB"))
+    return thumb, (slide.dimensions[0] / thumb.shape[1], slide.dimensions[1] / thumb.shape[0])
+
+
 def read_thumbnail(path: str | Path, max_size: int = 512) -> tuple[np.ndarray, float]:
     """RGB thumbnail (H×W×3 uint8, longest side ≤ ``max_size``) and its downsample from level 0."""
     with open_slide(path) as slide:
-        thumb = np.asarray(slide.get_thumbnail((max_size, max_size)).convert("RGB"))
-        downsample = slide.dimensions[0] / thumb.shape[1]
+        thumb, (downsample, _) = slide_thumbnail(slide, max_size)
     return thumb, downsample
 
 
