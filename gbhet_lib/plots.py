@@ -141,3 +141,28 @@ def embedding_map(embedding: pd.DataFrame, labels: pd.Series, seed: int = 0, ax:
     ax.set(xlabel="UMAP 1", ylabel="UMAP 2", xticks=[], yticks=[])
     ax.legend(frameon=False, fontsize=8)
     return ax
+
+
+def tiling_overlays(slides: Sequence[Path], coords_dir: Path, max_size: int = 512, width: float = 4.5) -> Figure:
+    """Thumbnails of tiled slides with the tissue outline (green) and the kept patches (blue boxes), one panel
+    per slide; ``coords_dir`` holds the tiling files ``<stem>.h5``."""
+    from matplotlib.patches import Rectangle
+
+    from .wsi.slide_io import open_slide, slide_thumbnail
+    from .wsi.tiling import read_coords
+    from .wsi.tissue import tissue_mask
+
+    fig, axes = plt.subplots(1, len(slides), figsize=(width * len(slides), width), squeeze=False)
+    for ax, path in zip(axes.ravel(), slides):
+        with open_slide(path) as slide:
+            rgb, (dx, dy) = slide_thumbnail(slide, max_size)
+        coords, attrs = read_coords(Path(coords_dir) / f"{Path(path).stem}.h5")
+        ax.imshow(rgb)
+        ax.contour(tissue_mask(rgb).astype(float), levels=[0.5], colors="limegreen", linewidths=1)
+        size = attrs["patch_size_level0"]
+        for x, y in coords:
+            ax.add_patch(Rectangle((x / dx, y / dy), size / dx, size / dy, fill=False, ec="tab:blue", lw=0.6))
+        ax.set_title(f"{Path(path).name}: {len(coords)} patches at {attrs['target_magnification']:g}×", fontsize=8)
+        ax.axis("off")
+    fig.tight_layout()
+    return fig

@@ -91,3 +91,13 @@ def init_run_dir(config: StudyConfig) -> RunDir:
 def write_metrics(run: RunDir, stage: str, metrics: dict[str, Any]) -> Path:
     """Write ``metrics/<stage>.json`` atomically."""
     return write_json_atomic(run.metrics_path(stage), metrics)
+
+
+def settings_folder(root: Path, prefix: str, *settings: Any) -> Path:
+    """``root/<prefix>-<digest of settings>``: one folder per training configuration (and inputs), so a rerun
+    with the same settings resumes its checkpoint and one with other settings starts afresh beside it."""
+    import hashlib
+    import json
+
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:10]
+    return Path(root) / f"{prefix}-{digest}"

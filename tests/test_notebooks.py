@@ -16,9 +16,9 @@ from gbhet_lib.runner import discover_stages, run_study
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 #: small sizes so that the whole study runs in a minute or two; a stage receives the ones it declares
 SMOKE_PARAMETERS = {"n_patients": 2, "n_pool": 60, "n_genes": 400, "n_paired": 6, "slide_width": 1024,
-                    "slide_height": 768, "n_jobs": 1, "epochs": 2}
+                    "slide_height": 768, "n_jobs": 1, "epochs": 2, "encoder_img_size": 32}
 #: the metrics file each stage writes (metrics/<name>.json)
-STAGE_METRICS = {"01_data": "01_data", "02_rna_encoding": "rna"}
+STAGE_METRICS = {"01_data": "01_data", "02_rna_encoding": "rna", "03_wsi_encoding": "wsi"}
 
 
 @pytest.mark.notebook
@@ -38,6 +38,8 @@ def test_all_notebooks_execute_on_the_demo_profile(tmp_path: Path) -> None:
     assert data["module_coexpression_within_mean"] > data["module_coexpression_across_mean"]
     rna = json.loads((config.run_dir / "metrics" / "rna.json").read_text())
     assert rna["n_genes"] == 400 and rna["louvain_ari"] > 0.5 and set(rna["probe_r2"]) == set(PROGRAM_NAMES)
+    wsi = json.loads((config.run_dir / "metrics" / "wsi.json").read_text())
+    assert wsi["n_slides"] == data["lineages"] and wsi["n_patches"] > 0 and 0 < wsi["lineage_chance"] < 1
 
 
 @pytest.mark.notebook
@@ -47,7 +49,8 @@ def test_chapter_1_runs_the_reference_profile_offline_from_the_mirror(tmp_path: 
         pytest.fail(f"no data mirror at {mirror}: set GBHET_DATA_MIRROR to a copy of the data manifest's files")
     config = StudyConfig(profile="reference", run_dir=tmp_path / "run", seed=0, device="cpu", data_mirror=mirror,
                          cache_dir=tmp_path / "empty-cache")
-    run_study(config, notebook_dir=NOTEBOOKS, only=["01_data", "rna"], parameters=SMOKE_PARAMETERS, progress=False)
+    smoke = {k: v for k, v in SMOKE_PARAMETERS.items() if k != "encoder_img_size"}  # no WSI stage here
+    run_study(config, notebook_dir=NOTEBOOKS, only=["01_data", "rna"], parameters=smoke, progress=False)
     data = json.loads((config.run_dir / "metrics" / "01_data.json").read_text())
     assert data["profile"] == "reference" and data["lineages"] == 6 and data["pool_samples"] == 173 - 6
     assert data["subtype_counts"] == {"Classical": 38, "Mesenchymal": 56, "Neural": 26, "Proneural": 53}

@@ -15,6 +15,10 @@ def test_probe_r2_finds_linear_signal_and_not_noise() -> None:
     targets = pd.DataFrame({"signal": x[:, 0] * 2 + 0.3 * rng.standard_normal(200), "noise": rng.standard_normal(200)})
     r2 = probe_r2(x, targets)
     assert r2["signal"] > 0.9 and r2["noise"] < 0.05
+    # a target that is constant within groups and unrelated to the features is not learnable across groups
+    groups = np.repeat(np.arange(20), 10)
+    per_group = pd.DataFrame({"group_level": np.repeat(rng.standard_normal(20), 10)})
+    assert probe_r2(x, per_group, groups=groups)["group_level"] < 0.1
 
 
 def test_classification_accuracy_above_chance_only_with_signal() -> None:

@@ -8,21 +8,24 @@ import numpy as np
 import pandas as pd
 from scipy.stats import hypergeom
 from sklearn.linear_model import LogisticRegression, RidgeCV
-from sklearn.model_selection import KFold, StratifiedKFold, cross_val_predict
+from sklearn.model_selection import GroupKFold, KFold, StratifiedKFold, cross_val_predict
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from statsmodels.stats.multitest import multipletests
 
 
-def probe_r2(features: np.ndarray, targets: pd.DataFrame, folds: int = 5, seed: int = 0) -> pd.Series:
+def probe_r2(features: np.ndarray, targets: pd.DataFrame, folds: int = 5, seed: int = 0,
+             groups: Sequence[object] | None = None) -> pd.Series:
     """Cross-validated R² of a ridge linear probe predicting each target column from ``features``.
 
     ``features``: samples × d; ``targets``: samples × programs (same row order). Out-of-fold predictions
     are pooled over ``folds`` folds; R² = 1 − SSE/SST on them (0 = no better than the mean, can be < 0).
+    With ``groups`` (e.g. the slide of each patch), a group never spans training and test folds.
     """
     _check_rows(features, targets)
-    splitter = KFold(folds, shuffle=True, random_state=seed)
+    splitter = (KFold(folds, shuffle=True, random_state=seed) if groups is None
+                else list(GroupKFold(folds).split(features, groups=groups)))
     probe = make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-3, 3, 13)))
     scores = {}
     for column in targets.columns:

@@ -94,12 +94,3 @@ def standardise_genes(values: pd.DataFrame, fit_on: pd.Index) -> pd.DataFrame:
     sd = reference.std(ddof=0).replace(0.0, 1.0)
     return (values - reference.mean()) / sd
 
-
-def checkpoint_folder(root: Path, settings: dict, token_sizes: dict) -> Path:
-    """``root/pretrain-<digest>``: one folder per training configuration and token layout, so a rerun with the
-    same settings resumes and one with other settings starts afresh instead of clashing with a checkpoint."""
-    import hashlib
-    import json
-
-    digest = hashlib.sha256(json.dumps([settings, token_sizes], sort_keys=True).encode()).hexdigest()[:10]
-    return Path(root) / f"pretrain-{digest}"

@@ -1,11 +1,11 @@
 """Training of the RNA encoder: masked-view + InfoNCE pre-training (spec §3.2–3.4) and the survival head (§3.5).
 
-Both trainers share one loop (:func:`_fit`): AdamW with no weight decay on biases and 1-D parameters, the authors'
-ALBEF-style schedule (:func:`~gbhet_lib.rna.schedule.albef_lr`) set before every step, seeded shuffling, optional
-bf16 autocast on CUDA, and an atomic checkpoint (``last.pt``) after every epoch holding the model, optimiser, every
-random-number state, the epoch, the history and the config. Calling a trainer again on the same ``checkpoint_dir``
-resumes after the last finished epoch and gives bit-identical weights to an uninterrupted run (on the CPU; on
-CUDA as far as its kernels are deterministic).
+Both trainers share the package's checkpointed loop (:func:`gbhet_lib.training.fit`): AdamW with no weight decay on
+biases and 1-D parameters, the authors' ALBEF-style schedule (:func:`~gbhet_lib.rna.schedule.albef_lr`) set before
+every step, seeded shuffling, optional bf16 autocast on CUDA, and an atomic checkpoint (``last.pt``) after every
+epoch holding the model, optimiser, every random-number state, the epoch, the history and the config. Calling a
+trainer again on the same ``checkpoint_dir`` resumes after the last finished epoch and gives bit-identical weights
+to an uninterrupted run (on the CPU; on CUDA as far as its kernels are deterministic).
 Weights are always loaded strictly (:func:`load_weights`).
 
 Fixes of the authors' code (spec §10): the configured seed is used (theirs is always 0), resume works, loading is
@@ -16,29 +16,24 @@ Imports only torch, numpy, pandas and tqdm (plus this package's stdlib-only help
 from __future__ import annotations
 
 import copy
-import dataclasses
 import math
-import random
-import time as _time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Literal, Mapping, Sequence
+from typing import Any, Literal, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
-from ..config import ConfigError
-from ..io import atomic_path, write_table_atomic
+from ..training import Run, TrainConfig, bf16_autocast, fit, load_weights, require, resolve_device, \
+    seed_everything
+from ..training import read_checkpoint as _read_checkpoint
 from .losses import Reduction, Temperature, cox_partial_likelihood, info_nce, mask_view, reconstruction_loss, \
     survival_mse
 from .model import ClusterTokenTransformer, EncoderOutput, SurvivalHead
 from .schedule import albef_lr
 
-CHECKPOINT = "last.pt"
-HISTORY = "history.tsv"
 CHECKPOINT_FORMAT = "gbhet.rna_checkpoint/1"
 PRETRAIN, SURVIVAL = "rna_pretrain", "rna_survival"
 _MASK_SEED_OFFSET = 1  # the training mask generator: seed + 1 (shuffling uses seed)
@@ -46,45 +41,6 @@ _EVAL_SEED_OFFSET = 2  # evaluation masks: seed + 2, fresh at every evaluation
 
 
 # ---------------------------------------------------------------------------------------------------- configs
-@dataclass(frozen=True)
-class TrainConfig:
-    """Optimisation settings shared by the RNA trainers; defaults are the authors' (``scripts/pretrain_rna.py``).
-
-    Attributes:
-        epochs, batch_size: 20 and 32 (32 samples = 64 rows after view duplication in pre-training).
-        lr, warmup_lr, min_lr, warmup_epochs: the schedule of :func:`~gbhet_lib.rna.schedule.albef_lr`.
-        weight_decay: AdamW decay, not applied to biases and 1-D parameters.
-        seed: seeds model initialisation, shuffling, masking, dropout (torch, numpy and ``random`` too).
-        device: ``cpu``, ``cuda`` or ``cuda:<n>``.
-        amp_bf16: bf16 autocast for the forward pass (CUDA only); losses are computed in float32.
-    """
-
-    epochs: int = 20
-    batch_size: int = 32
-    lr: float = 1e-4
-    weight_decay: float = 0.02
-    warmup_lr: float = 1e-5
-    min_lr: float = 1e-5
-    warmup_epochs: int = 6
-    seed: int = 42
-    device: str = "cpu"
-    amp_bf16: bool = False
-
-    def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size"):
-            _require(getattr(self, name) >= 1, f"{name}={getattr(self, name)} must be at least 1")
-        _require(self.warmup_epochs >= 0 and self.seed >= 0, "warmup_epochs and seed must be non-negative")
-        _require(self.lr > 0 and self.warmup_lr > 0 and self.min_lr >= 0 and self.weight_decay >= 0,
-                 "lr and warmup_lr must be positive, min_lr and weight_decay non-negative")
-        _require(self.device == "cpu" or self.device.split(":")[0] == "cuda",
-                 f"device={self.device!r} must be 'cpu', 'cuda' or 'cuda:<n>'")
-        _require(not self.amp_bf16 or self.device != "cpu", "amp_bf16=True needs a CUDA device; set amp_bf16=False")
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-compatible values."""
-        return dataclasses.asdict(self)
-
-
 @dataclass(frozen=True)
 class PretrainConfig(TrainConfig):
     """Pre-training settings (spec §3.2–3.3); the model fields define the encoder built by :func:`pretrain`.
@@ -114,10 +70,10 @@ class PretrainConfig(TrainConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _require(0 <= self.mask_prob < 1, f"mask_prob={self.mask_prob} must be in [0, 1)")
-        _require(self.temperature > 0, f"temperature={self.temperature} must be positive")
-        _require(self.recon_weight >= 0 and self.contrastive_weight >= 0, "loss weights must be non-negative")
-        _require(self.reconstruction in ("sum_genes", "mean"),
+        require(0 <= self.mask_prob < 1, f"mask_prob={self.mask_prob} must be in [0, 1)")
+        require(self.temperature > 0, f"temperature={self.temperature} must be positive")
+        require(self.recon_weight >= 0 and self.contrastive_weight >= 0, "loss weights must be non-negative")
+        require(self.reconstruction in ("sum_genes", "mean"),
                  f"reconstruction={self.reconstruction!r} must be 'sum_genes' or 'mean'")
 
 
@@ -138,13 +94,8 @@ class SurvivalConfig(TrainConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _require(self.loss in ("cox", "mse"), f"loss={self.loss!r} must be 'cox' or 'mse'")
-        _require(self.hidden_dim >= 1, f"hidden_dim={self.hidden_dim} must be at least 1")
-
-
-def _require(condition: bool, message: str) -> None:
-    if not condition:
-        raise ConfigError(message)
+        require(self.loss in ("cox", "mse"), f"loss={self.loss!r} must be 'cox' or 'mse'")
+        require(self.hidden_dim >= 1, f"hidden_dim={self.hidden_dim} must be at least 1")
 
 
 # ------------------------------------------------------------------------------------------------------- data
@@ -252,30 +203,9 @@ class TokenData:
 
 
 # ----------------------------------------------------------------------------------------------- checkpoints
-def load_weights(module: nn.Module, state: Mapping[str, Tensor], source: str) -> None:
-    """Load ``state`` into ``module`` strictly; on any mismatch raise a ValueError naming the keys and ``source``."""
-    own = module.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    shapes = [f"{k} {tuple(state[k].shape)} in {source} vs {tuple(own[k].shape)} in the model"
-              for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
-    if missing or unexpected or shapes:
-        parts = [f"{label}: {items[:8]}{' …' if len(items) > 8 else ''}" for label, items in
-                 (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shapes)) if items]
-        raise ValueError(f"weights from {source} do not fit {type(module).__name__} ({'; '.join(parts)}). Was "
-                         "the checkpoint made with other gene tokens or another architecture?")
-    module.load_state_dict(state, strict=True)
-
-
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a checkpoint written by a trainer here (tensors on the CPU)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not a gbhet RNA checkpoint (format {CHECKPOINT_FORMAT})")
-    return state
+    """Read a checkpoint written by an RNA trainer here (tensors on the CPU)."""
+    return _read_checkpoint(path, CHECKPOINT_FORMAT, "RNA")
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
@@ -297,157 +227,12 @@ def _build_model(kind: str, spec: Mapping[str, Any], config: Mapping[str, Any]) 
     return encoder
 
 
-def _rng_state(generators: Mapping[str, torch.Generator], device: torch.device) -> dict[str, Any]:
-    name, keys, pos, has_gauss, cached = np.random.get_state()
-    return {"torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-            "numpy": [name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
-            "python": random.getstate(),
-            "generators": {k: g.get_state() for k, g in generators.items()}}
-
-
-def _set_rng_state(state: Mapping[str, Any], generators: Mapping[str, torch.Generator],
-                   device: torch.device) -> None:
-    torch.set_rng_state(state["torch"])
-    if device.type == "cuda":
-        torch.cuda.set_rng_state(state["cuda"], device)
-    name, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
-    random.setstate(state["python"])
-    for k, g in generators.items():
-        g.set_state(state["generators"][k])
-
-
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)  # also seeds every CUDA device
-
-
-@dataclass
-class _Run:
-    """What the shared loop trains and checkpoints.
-
-    ``modules`` are saved by name (``model`` is the one :func:`load_model` rebuilds from ``model_spec``);
-    ``generators`` are random generators the step function draws from (the loop adds its shuffling one).
-    """
-
-    kind: str
-    config: TrainConfig
-    model_spec: dict[str, Any]
-    modules: dict[str, nn.Module]
-    generators: dict[str, torch.Generator] = field(default_factory=dict)
-
-
-def _optimizer(modules: Mapping[str, nn.Module], config: TrainConfig) -> torch.optim.AdamW:
-    """AdamW; biases and 1-D (and 0-D) parameters get no weight decay (the authors' rule)."""
-    decay, no_decay = [], []
-    for module in modules.values():
-        for name, p in module.named_parameters():
-            if p.requires_grad:
-                (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
-    return torch.optim.AdamW([{"params": no_decay, "weight_decay": 0.0},
-                              {"params": decay, "weight_decay": config.weight_decay}], lr=config.warmup_lr)
-
-
-def _resume(path: Path, run: _Run, optimizer: torch.optim.Optimizer, generators: dict[str, torch.Generator],
-            device: torch.device) -> tuple[int, list[dict[str, Any]]]:
-    """Restore a run from its checkpoint; the first epoch still to do and the history so far."""
-    state = read_checkpoint(path)
-    expected = {"kind": run.kind, "config": run.config.to_dict(), "model_spec": run.model_spec}
-    differences = [f"{k}: {state.get(k)} in the checkpoint, {v} now" for k, v in expected.items() if state.get(k) != v]
-    if differences:
-        raise ValueError(f"{path} belongs to another run ({'; '.join(differences)}). Resuming needs the same "
-                         "settings and tokens; use another checkpoint_dir to start afresh.")
-    for name, module in run.modules.items():
-        load_weights(module, state["modules"][name], str(path))
-    optimizer.load_state_dict(state["optimizer"])
-    _set_rng_state(state["rng"], generators, device)
-    return state["epoch"] + 1, list(state["history"])
-
-
-def _save(checkpoint_dir: Path, run: _Run, optimizer: torch.optim.Optimizer,
-          generators: dict[str, torch.Generator], device: torch.device, epoch: int,
-          history: list[dict[str, Any]]) -> None:
-    state = {"format": CHECKPOINT_FORMAT, "kind": run.kind, "config": run.config.to_dict(),
-             "model_spec": run.model_spec, "epoch": epoch, "history": history,
-             "modules": {name: m.state_dict() for name, m in run.modules.items()},
-             "optimizer": optimizer.state_dict(), "rng": _rng_state(generators, device)}
-    with atomic_path(checkpoint_dir / CHECKPOINT) as tmp:
-        torch.save(state, tmp)
-    write_table_atomic(checkpoint_dir / HISTORY, pd.DataFrame(history), index=False)
-
-
-# --------------------------------------------------------------------------------------------- shared loop
-StepFn = Callable[[Tensor], dict[str, Tensor] | None]
-
-
-def _fit(run: _Run, n_samples: int, step: StepFn, evaluate: Callable[[], dict[str, float]] | None,
-         checkpoint_dir: str | Path, progress: bool) -> pd.DataFrame:
-    """Train ``run`` for its epochs, resuming from ``checkpoint_dir`` when it holds a checkpoint of this run.
-
-    ``step(rows)`` gets a batch of sample rows (on the device) and returns named scalar losses (``loss`` is
-    optimised) or None to skip the batch. ``evaluate()`` returns validation metrics after each epoch.
-    """
-    cfg, device = run.config, _device(run.config)
-    checkpoint_dir = Path(checkpoint_dir)
-    generators = {**run.generators, "shuffle": torch.Generator().manual_seed(cfg.seed)}
-    optimizer = _optimizer(run.modules, cfg)
-    start, history = 0, []
-    if (checkpoint_dir / CHECKPOINT).exists():
-        start, history = _resume(checkpoint_dir / CHECKPOINT, run, optimizer, generators, device)
-    n_batches = math.ceil(n_samples / cfg.batch_size)
-    bar = tqdm(range(start, cfg.epochs), desc=run.kind, disable=not progress, initial=start, total=cfg.epochs)
-    for epoch in bar:
-        for module in run.modules.values():
-            module.train()
-        began = _time.perf_counter()
-        order = torch.randperm(n_samples, generator=generators["shuffle"]).to(device)
-        sums: dict[str, Tensor] = {}
-        rows = skipped = 0
-        for b in range(n_batches):
-            lr = albef_lr(epoch, b, n_batches, cfg.lr, cfg.warmup_lr, cfg.min_lr, cfg.epochs, cfg.warmup_epochs)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            batch = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
-            losses = step(batch)
-            if losses is None:
-                skipped += 1
-                continue
-            optimizer.zero_grad(set_to_none=True)
-            losses["loss"].backward()
-            optimizer.step()
-            rows += len(batch)
-            for k, v in losses.items():
-                sums[k] = sums.get(k, 0) + v.detach() * len(batch)
-        means = {f"train_{k}": float(v) / rows for k, v in sums.items()}  # float() waits for the GPU
-        row = {"epoch": epoch, "lr": lr, **means, "skipped_batches": skipped,
-               "train_seconds": _time.perf_counter() - began}
-        if evaluate is not None:
-            row.update({f"val_{k}": v for k, v in evaluate().items()})
-        history.append(row)
-        _save(checkpoint_dir, run, optimizer, generators, device, epoch, history)
-        bar.set_postfix({k: f"{v:.4g}" for k, v in row.items() if k in ("train_loss", "val_loss")})
-    return pd.DataFrame(history)
-
-
-def _device(config: TrainConfig) -> torch.device:
-    device = torch.device(config.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device={config.device!r} but torch sees no CUDA GPU; use device='cpu'")
-    return device
-
-
-def _autocast(config: TrainConfig, device: torch.device) -> torch.autocast:
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=config.amp_bf16)
-
-
 # ------------------------------------------------------------------------------------------------ pre-training
 def _forward_views(model: ClusterTokenTransformer, tokens: Sequence[Tensor], generator: torch.Generator,
                    config: PretrainConfig, device: torch.device) -> EncoderOutput:
     """The model on [A; B]: A the batch (B rows per token), B its masked copy; 2B output rows."""
     masked = mask_view(tokens, config.mask_prob, generator)
-    with _autocast(config, device):
+    with bf16_autocast(config.amp_bf16, device):
         return model([torch.cat([x, m]) for x, m in zip(tokens, masked)])
 
 
@@ -478,10 +263,10 @@ def pretrain(config: PretrainConfig, train: TokenData, val: TokenData | None, ch
         ``skipped_batches``, ``train_seconds``, and with ``val`` the metrics of :func:`evaluate_pretraining`
         prefixed ``val_``.
     """
-    device = _device(config)
+    device = resolve_device(config.device)
     if val is not None:
         train.check_compatible(val, "the validation data")
-    _seed_everything(config.seed)
+    seed_everything(config.seed)
     model = ClusterTokenTransformer(train.token_sizes, config.dim, config.heads, config.mlp_ratio, config.dropout,
                                     config.proj_dim).to(device)
     temperature = Temperature(config.temperature, config.learnable_temperature).to(device)
@@ -497,9 +282,9 @@ def pretrain(config: PretrainConfig, train: TokenData, val: TokenData | None, ch
     def evaluate() -> dict[str, float]:
         return evaluate_pretraining(model, val, train, config, temperature=float(temperature().detach()))
 
-    run = _Run(PRETRAIN, config, model.hparams, {"model": model, "temperature": temperature},
+    run = Run(CHECKPOINT_FORMAT, "RNA", PRETRAIN, config, model.hparams, {"model": model, "temperature": temperature},
                {"mask": mask_generator})
-    return _fit(run, len(train), step, evaluate if val is not None else None, checkpoint_dir, progress)
+    return fit(run, len(train), step, evaluate if val is not None else None, checkpoint_dir, progress, albef_lr)
 
 
 @torch.no_grad()
@@ -584,12 +369,12 @@ def train_survival(config: SurvivalConfig, data: TokenData, time: np.ndarray, ev
         BatchNorm cannot train on, and with Cox batches without an event), ``train_seconds``. Get the model with
         ``load_model(checkpoint_dir / "last.pt")``.
     """
-    device = _device(config)
+    device = resolve_device(config.device)
     time_t, event_t = _survival_targets(time, event, len(data), device)
     if list(encoder.token_sizes) != data.token_sizes:
         raise ValueError(f"the encoder takes tokens of sizes {list(encoder.token_sizes)}, the data has "
                          f"{data.token_sizes}")
-    _seed_everything(config.seed)
+    seed_everything(config.seed)
     model = SurvivalHead(copy.deepcopy(encoder), config.hidden_dim, config.freeze_encoder).to(device)
     tokens = data.tensors(device)
 
@@ -597,13 +382,13 @@ def train_survival(config: SurvivalConfig, data: TokenData, time: np.ndarray, ev
         t, e = time_t[rows], event_t[rows]
         if len(rows) < 2 or (config.loss == "cox" and not bool(e.any())):
             return None
-        with _autocast(config, device):
+        with bf16_autocast(config.amp_bf16, device):
             score = model([x[rows] for x in tokens])
         loss = cox_partial_likelihood(score, t, e) if config.loss == "cox" else survival_mse(score, t)
         return {"loss": loss}
 
-    run = _Run(SURVIVAL, config, encoder.hparams, {"model": model})
-    return _fit(run, len(data), step, None, checkpoint_dir, progress)
+    run = Run(CHECKPOINT_FORMAT, "RNA", SURVIVAL, config, encoder.hparams, {"model": model})
+    return fit(run, len(data), step, None, checkpoint_dir, progress, albef_lr)
 
 
 def _survival_targets(time: np.ndarray, event: np.ndarray, n: int,
