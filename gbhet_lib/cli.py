@@ -3,6 +3,7 @@ manifest's files), ``gbhet tile`` (patch coordinates of slides), ``gbhet book``.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
 from pathlib import Path
@@ -11,6 +12,8 @@ from typing import Any, Sequence
 import yaml
 
 from .config import DEVICES, PROFILES, ConfigError, StudyConfig
+
+_EXPONENT_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -215,7 +218,10 @@ def _parse_overrides(items: list[str]) -> dict[str, Any]:
         name, sep, value = item.partition("=")
         if not sep or not name.strip():
             raise ValueError(f"--set {item!r}: expected NAME=VALUE, e.g. --set n_patients=4")
-        overrides[name.strip()] = yaml.safe_load(value)
+        parsed = yaml.safe_load(value)
+        if isinstance(parsed, str) and _EXPONENT_NUMBER.match(parsed):
+            parsed = float(parsed)  # YAML 1.1 reads 1e-5 (no dot) as a string
+        overrides[name.strip()] = parsed
     return overrides
 
 

@@ -58,3 +58,10 @@ def test_run_failure_exits_1_and_names_notebook_and_cell(tmp_path: Path, capsys:
     assert "stage 01_broken failed" in err and "01_broken.ipynb, cell 3" in err
     assert "ValueError: cohort table has no patient_id column" in err
     assert (tmp_path / "run" / "notebooks" / "01_broken.failed.ipynb").exists()
+
+
+def test_set_values_are_typed_like_yaml_and_exponents_are_numbers() -> None:
+    from gbhet_lib.cli import _parse_overrides
+
+    parsed = _parse_overrides(["lr=1e-5", "epochs=3", "name=abc", "flag=true", "sizes=[1, 2]", "none=null"])
+    assert parsed == {"lr": 1e-5, "epochs": 3, "name": "abc", "flag": True, "sizes": [1, 2], "none": None}
