@@ -187,3 +187,19 @@ def test_wsi_modules_need_only_the_gpu_machine_stack() -> None:
             f"gbhet_lib.wsi.triplet; print(sorted(set({heavy!r}) & set(sys.modules)))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_semihard_mining_picks_the_closest_negative_beyond_the_positive() -> None:
+    from gbhet_lib.wsi.triplet import mine_triplets
+
+    # anchor 0, positive 1 at distance 1; negatives at 0.5 (harder than the positive), 1.5 and 1.8
+    d = torch.tensor([[0.0, 1.0, 0.5, 1.5, 1.8],
+                      [1.0, 0.0, 2.0, 2.0, 2.0],
+                      [0.5, 2.0, 0.0, 2.0, 2.0],
+                      [1.5, 2.0, 2.0, 0.0, 2.0],
+                      [1.8, 2.0, 2.0, 2.0, 0.0]])
+    labels = torch.tensor([0, 0, 1, 2, 3])
+    assert mine_triplets(d, labels, margin=1.0, mining="hardest").tolist() == [[0, 1, 2]]
+    assert mine_triplets(d, labels, margin=1.0, mining="semihard").tolist() == [[0, 1, 3]]
+    with pytest.raises(ValueError, match="mining='soft'"):
+        mine_triplets(d, labels, mining="soft")

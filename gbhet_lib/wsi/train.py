@@ -49,6 +49,7 @@ class TripletConfig(TrainConfig):
         seed: 88 (the authors' config value; their code used 0).
         margin: 1e-4 (paper; negligible for distances in [0, 4]); :data:`~gbhet_lib.wsi.triplet.IMPROVED_MARGIN`
             (0.2) is the usual choice for unit-norm features.
+        mining: ``hardest`` (paper) or ``semihard`` negatives (see :mod:`gbhet_lib.wsi.triplet`).
         augment: random flips and 90° rotations of each training patch (the paper has no augmentation).
         device, amp_bf16: as :class:`~gbhet_lib.training.TrainConfig` (bf16 autocast on CUDA only).
     """
@@ -57,11 +58,13 @@ class TripletConfig(TrainConfig):
     batch_size: int = 64
     seed: int = 88
     margin: float = PAPER_MARGIN
+    mining: str = "hardest"
     augment: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
         require(self.margin >= 0, f"margin={self.margin} must be non-negative")
+        require(self.mining in ("hardest", "semihard"), f"mining={self.mining!r} must be 'hardest' or 'semihard'")
         require(self.batch_size >= 2, f"batch_size={self.batch_size} must be at least 2 to form pairs")
 
 
@@ -186,7 +189,8 @@ def evaluate_triplet(encoder: PatchEncoder, data: PatchData,
     total = 0.0
     for start in range(0, len(order), config.batch_size):
         rows = order[start:start + config.batch_size]
-        total += float(hardest_negative_triplet_loss(features[rows], labels[rows], config.margin)[0]) * len(rows)
+        total += float(hardest_negative_triplet_loss(features[rows], labels[rows], config.margin,
+                                                       config.mining)[0]) * len(rows)
     accuracy, chance = knn_accuracy(features.numpy(), labels.numpy())
     return {"loss": total / len(labels), "knn_accuracy": accuracy, "knn_chance": chance}
 
@@ -221,7 +225,7 @@ def train_triplet(encoder: PatchEncoder | Callable[[], PatchEncoder], train: Pat
             pixels = dihedral(pixels, augment_generator)
         with bf16_autocast(config.amp_bf16, device):
             _, features = model(pixels)
-        loss, n_triplets = hardest_negative_triplet_loss(features, labels.to(device), config.margin)
+        loss, n_triplets = hardest_negative_triplet_loss(features, labels.to(device), config.margin, config.mining)
         return {"loss": loss, "triplets": torch.tensor(float(n_triplets))}
 
     def evaluate() -> dict[str, float]:

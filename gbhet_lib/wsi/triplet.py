@@ -11,6 +11,11 @@ The authors' miner (``HardestNegativeTripletSelector`` style), reproduced exactl
 
 Loss = mean over the triplets of ReLU(d(a,p) − d(a,n) + m), m = 1e-4 (paper; negligible against distances in
 [0, 4] — spec §10.20; :data:`IMPROVED_MARGIN` is the common choice for unit-norm features). Computed in float32.
+
+Option ``mining="semihard"`` (FaceNet, Schroff et al. 2015): per pair, the closest negative that is still
+farther than the positive (d(a,p) < d(a,n) < d(a,p) + m), else the hardest one. Hardest-negative mining from a
+random initialisation can collapse all features onto one point (the loss then sits at m); semi-hard negatives
+avoid that.
 """
 from __future__ import annotations
 
@@ -29,11 +34,15 @@ def squared_distances(features: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def mine_triplets(distances: Tensor, labels: Tensor, margin: float = PAPER_MARGIN) -> Tensor:
+def mine_triplets(distances: Tensor, labels: Tensor, margin: float = PAPER_MARGIN,
+                  mining: str = "hardest") -> Tensor:
     """The selected triplets (T, 3) int64 rows (anchor, positive, negative) for a (B, B) distance matrix.
 
-    Empty (0, 3) when no label has two samples or no sample has a negative (no triplet can be formed).
+    ``mining``: ``hardest`` (the paper's) or ``semihard`` (see the module docstring). Empty (0, 3) when no label
+    has two samples or no sample has a negative (no triplet can be formed).
     """
+    if mining not in ("hardest", "semihard"):
+        raise ValueError(f"mining={mining!r} must be 'hardest' or 'semihard'")
     labels = labels.reshape(-1)
     n = labels.shape[0]
     same = labels[:, None] == labels[None, :]
@@ -43,11 +52,17 @@ def mine_triplets(distances: Tensor, labels: Tensor, margin: float = PAPER_MARGI
         return torch.empty(0, 3, dtype=torch.long, device=labels.device)
     # the hardest negative of a pair maximises d(a,p) − d(a,n): it is the anchor's nearest other-label sample
     negative_distances = distances.masked_fill(same, float("inf"))
-    nearest = negative_distances.argmin(dim=1)
-    values = distances[anchors, positives] - distances[anchors, nearest[anchors]] + margin
+    chosen = negative_distances.argmin(dim=1)[anchors]
+    if mining == "semihard":
+        d_ap = distances[anchors, positives][:, None]
+        d_an = negative_distances[anchors]
+        window = (d_an > d_ap) & (d_an < d_ap + margin)
+        semihard = d_an.masked_fill(~window, float("inf")).argmin(dim=1)
+        chosen = torch.where(window.any(dim=1), semihard, chosen)
+    values = distances[anchors, positives] - distances[anchors, chosen] + margin
     keep = values > 0
     if keep.any():
-        return torch.stack([anchors[keep], positives[keep], nearest[anchors[keep]]], dim=1)
+        return torch.stack([anchors[keep], positives[keep], chosen[keep]], dim=1)
     return _fallback(labels, same)
 
 
@@ -60,14 +75,15 @@ def _fallback(labels: Tensor, same: Tensor) -> Tensor:
     return torch.stack([members[-2], members[-1], first_negative]).reshape(1, 3)
 
 
-def hardest_negative_triplet_loss(features: Tensor, labels: Tensor,
-                                  margin: float = PAPER_MARGIN) -> tuple[Tensor, int]:
+def hardest_negative_triplet_loss(features: Tensor, labels: Tensor, margin: float = PAPER_MARGIN,
+                                  mining: str = "hardest") -> tuple[Tensor, int]:
     """The batch's triplet loss and the number of triplets it averages.
 
     Args:
         features: (B, D) embeddings (L2-normalised by the encoder); cast to float32.
         labels: (B,) integer lineage labels.
         margin: m in ReLU(d(a,p) − d(a,n) + m).
+        mining: ``hardest`` (paper) or ``semihard``.
 
     Returns:
         (loss, n_triplets): a scalar tensor (0 with a gradient path when no triplet can be formed: no label with two
@@ -77,7 +93,7 @@ def hardest_negative_triplet_loss(features: Tensor, labels: Tensor,
         raise ValueError(f"features must be (B, D) and labels (B,), got {tuple(features.shape)} and "
                          f"{tuple(labels.shape)}")
     features = features.float()
-    triplets = mine_triplets(squared_distances(features.detach()), labels.to(features.device), margin)
+    triplets = mine_triplets(squared_distances(features.detach()), labels.to(features.device), margin, mining)
     if triplets.shape[0] == 0:
         return features.sum() * 0, 0
     a, p, n = (features[triplets[:, k]] for k in range(3))
