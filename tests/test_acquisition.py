@@ -3,11 +3,12 @@ composition of the GDC and Zenodo overviews (their network clients are tested ag
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pandas as pd
 import pytest
+
+from data_mirror import mirror_root
 
 from gbhet_lib.data import acquisition
 from gbhet_lib.data.acquisition import acquisition_table, data_use_statement, gdc_overview, stemri_overview
@@ -15,15 +16,10 @@ from gbhet_lib.data.gdc import GDCQuery
 from gbhet_lib.data.zenodo import RecordFile
 
 
-def _mirror() -> Path:
-    mirror = Path(os.environ.get("GBHET_DATA_MIRROR") or Path(__file__).resolve().parents[2] / "shared" / "data")
-    if not mirror.is_dir():
-        pytest.fail(f"no data mirror at {mirror}: set GBHET_DATA_MIRROR to a copy of the data manifest's files")
-    return mirror
 
 
 def test_reference_acquisition_table_verifies_every_dataset() -> None:
-    table = acquisition_table("reference", mirror=_mirror())
+    table = acquisition_table("reference", mirror=mirror_root())
     assert (table["status"] == "ok").all() and table["sha256_ok"].all()
     assert set(table["source"]) == {"mirror"} and table["licence"].str.len().gt(0).all()
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 import copy
 import dataclasses
 import fnmatch
-import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+
+from data_mirror import mirror_root
 
 from gbhet_lib.data.fetch import file_sha256
 from gbhet_lib.data.manifest import DataError, ManifestError, load_manifest
@@ -38,14 +39,9 @@ GOOD_ENTRY: dict[str, Any] = {
 }
 
 
-def mirror_dir() -> Path:
-    """``$GBHET_DATA_MIRROR``, else ``shared/data`` beside the repository (CI's ``../shared/data``)."""
-    return Path(os.environ.get("GBHET_DATA_MIRROR") or Path(__file__).resolve().parents[2] / "shared" / "data")
-
-
 @pytest.fixture(scope="module")
 def mirror() -> Path:
-    path = mirror_dir()
+    path = mirror_root()
     if not (path / "SHA256SUMS").is_file():
         pytest.fail(f"no data mirror at {path} (no SHA256SUMS there): set GBHET_DATA_MIRROR to a copy of the "
                     "data manifest's files (e.g. ../shared/data). This test checks the manifest against it.")

@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import json
-import os
 import uuid
 from pathlib import Path
 
 import nbformat
 import pytest
+
+from data_mirror import mirror_root
 
 from gbhet_lib.config import StudyConfig
 from gbhet_lib.data.synthetic import PROGRAM_NAMES
@@ -44,9 +45,7 @@ def test_all_notebooks_execute_on_the_demo_profile(tmp_path: Path) -> None:
 
 @pytest.mark.notebook
 def test_chapter_1_runs_the_reference_profile_offline_from_the_mirror(tmp_path: Path) -> None:
-    mirror = Path(os.environ.get("GBHET_DATA_MIRROR") or NOTEBOOKS.parents[1] / "shared" / "data")
-    if not mirror.is_dir():
-        pytest.fail(f"no data mirror at {mirror}: set GBHET_DATA_MIRROR to a copy of the data manifest's files")
+    mirror = mirror_root()
     config = StudyConfig(profile="reference", run_dir=tmp_path / "run", seed=0, device="cpu", data_mirror=mirror,
                          cache_dir=tmp_path / "empty-cache")
     smoke = {k: v for k, v in SMOKE_PARAMETERS.items() if k != "encoder_img_size"}  # no WSI stage here
@@ -99,9 +98,7 @@ def test_chapter_2_runs_on_your_own_files(tmp_path: Path) -> None:
     from gbhet_lib.data.fetch import fetch
     from gbhet_lib.data.readers import read_tcga_clinical_patient, read_verhaak_clanc840
 
-    mirror = Path(os.environ.get("GBHET_DATA_MIRROR") or NOTEBOOKS.parents[1] / "shared" / "data")
-    if not mirror.is_dir():
-        pytest.fail(f"no data mirror at {mirror}: set GBHET_DATA_MIRROR to a copy of the data manifest's files")
+    mirror = mirror_root()
     adata = read_verhaak_clanc840(fetch("verhaak2010_clanc840", mirror=mirror))
     expression = adata.to_df().T  # genes × samples
     expression.to_csv(tmp_path / "expression.tsv", sep="\t")

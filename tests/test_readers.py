@@ -3,7 +3,6 @@ and bad inputs (messages naming the file and the fix). Needs the data mirror; fa
 from __future__ import annotations
 
 import gzip
-import os
 from pathlib import Path
 
 import anndata as ad
@@ -13,6 +12,8 @@ import pandas as pd
 import pytest
 import rdata
 
+from data_mirror import mirror_file
+
 from gbhet_lib.data.readers import (ReaderError, attach_clinical, ppi_graph, read_cancersubtypes_gbm,
                                     read_edge_table, read_gliovis_estimate_rdata, read_gliovis_gene_sets,
                                     read_gliovis_subtypes_rds, read_gmt, read_id_mapping_rda, read_innatedb_rda,
@@ -20,17 +21,9 @@ from gbhet_lib.data.readers import (ReaderError, attach_clinical, ppi_graph, rea
                                     read_pirlygenes_sets, read_puchalski_xlsx, read_string_rda, read_tcga_cdr_rdata,
                                     read_tcga_clinical_patient, read_verhaak_clanc840, read_wang2017_subtype_calls,
                                     write_gmt)
-from gbhet_lib.data.fetch import fetch
 from gbhet_lib.data.readers._common import TCGA_PLACEHOLDER
 from gbhet_lib.data.readers._rxdr import read_r_dataframe
 
-def mirror_file(name: str) -> Path:
-    """Verified local path of manifest entry ``name``, through the project's fetch code and the data mirror
-    ($GBHET_DATA_MIRROR, else ../shared/data beside the repository); fails, never skips, without a mirror."""
-    root = Path(os.environ.get("GBHET_DATA_MIRROR") or Path(__file__).resolve().parents[2] / "shared" / "data")
-    if not root.is_dir():
-        pytest.fail(f"no data mirror at {root}: set GBHET_DATA_MIRROR to a copy of the data manifest's files")
-    return fetch(name, mirror=root)
 
 
 def _gmt_lines(path: Path) -> dict[str, list[str]]:

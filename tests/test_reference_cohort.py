@@ -1,11 +1,12 @@
 """The reference profile's semi-synthetic cohort, built from the real data through the manifest and the mirror."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pandas as pd
 import pytest
+
+from data_mirror import mirror_root
 
 from gbhet_lib.data.cohort import load_cohort
 from gbhet_lib.data.manifest import load_manifest
@@ -14,16 +15,11 @@ from gbhet_lib.data.synthetic import SlideGeometry
 from gbhet_lib.interpret.survival import compare_groups
 
 
-def _mirror() -> Path:
-    mirror = Path(os.environ.get("GBHET_DATA_MIRROR") or Path(__file__).resolve().parents[2] / "shared" / "data")
-    if not mirror.is_dir():
-        pytest.fail(f"no data mirror at {mirror}: set GBHET_DATA_MIRROR to a copy of the data manifest's files")
-    return mirror
 
 
 @pytest.fixture(scope="module")
 def reference_cohort(tmp_path_factory: pytest.TempPathFactory):
-    out = build_reference_cohort(tmp_path_factory.mktemp("ref") / "cohort", mirror=_mirror(), n_paired=12, seed=0,
+    out = build_reference_cohort(tmp_path_factory.mktemp("ref") / "cohort", mirror=mirror_root(), n_paired=12, seed=0,
                                  geometry=SlideGeometry(width=1024, height=768), n_jobs=1, progress=False)
     return load_cohort(out)
 
@@ -62,7 +58,7 @@ def test_real_survival_differs_by_subtype_as_a_first_look(reference_cohort) -> N
 
 
 def test_the_cancersubtypes_expression_set_also_builds_a_cohort(tmp_path: Path) -> None:
-    out = build_reference_cohort(tmp_path / "cs", mirror=_mirror(), n_paired=6, geometry=SlideGeometry(width=512,
+    out = build_reference_cohort(tmp_path / "cs", mirror=mirror_root(), n_paired=6, geometry=SlideGeometry(width=512,
                                  height=512), expression_set="cancersubtypes1500", n_jobs=1, progress=False)
     cohort = load_cohort(out)
     assert cohort.expression_lineages.shape[1] + cohort.expression_pool.shape[1] == 100
@@ -70,7 +66,7 @@ def test_the_cancersubtypes_expression_set_also_builds_a_cohort(tmp_path: Path) 
     assert cohort.patients.loc[:, "os_days"].notna().all()
     assert "cancersubtypes_geneexp_rda" in cohort.metadata["sources"]
     with pytest.raises(ValueError, match="expression_set='tcga'"):
-        build_reference_cohort(tmp_path / "x", mirror=_mirror(), expression_set="tcga")
+        build_reference_cohort(tmp_path / "x", mirror=mirror_root(), expression_set="tcga")
 
 
 def test_every_reference_input_has_a_pinned_upstream_source() -> None:

@@ -3,15 +3,15 @@ the demo cohort, and the real pirlygenes annotation with the Verhaak 840 symbols
 never skips, without it)."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from data_mirror import mirror_file
+
 from gbhet_lib.data.cohort import load_cohort
-from gbhet_lib.data.fetch import fetch
 from gbhet_lib.data.readers import read_pirlygenes_reference, read_verhaak_clanc840
 from gbhet_lib.rna.gene_ids import (KINDS, PAPER_DROPPED_IDS, PAR_Y_WITH_X, classify_gene_id, harmonise_expression,
                                     harmonise_gene_ids)
@@ -28,11 +28,6 @@ def annotation() -> pd.DataFrame:
                          "chromosome": ["17", "X", "Y", "1", "X"]})
 
 
-def mirror_file(name: str) -> Path:
-    root = Path(os.environ.get("GBHET_DATA_MIRROR") or Path(__file__).resolve().parents[2] / "shared" / "data")
-    if not root.is_dir():
-        pytest.fail(f"no data mirror at {root}: set GBHET_DATA_MIRROR to a copy of the data manifest's files")
-    return fetch(name, mirror=root)
 
 
 @pytest.mark.parametrize("identifier, kind, key", [

@@ -4,16 +4,15 @@ graph on the Verhaak 840 genes (needs the data mirror; fails, never skips, witho
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
 import networkx as nx
 import numpy as np
 import pandas as pd
 import pytest
 
+from data_mirror import mirror_file
+
 from gbhet_lib.data.cohort import load_cohort
-from gbhet_lib.data.fetch import fetch
 from gbhet_lib.data.readers import ReaderError, read_string_rda, read_verhaak_clanc840
 from gbhet_lib.data.synthetic.genes import make_gene_universe
 from gbhet_lib.data.synthetic.ppi import make_ppi_edges
@@ -21,13 +20,6 @@ from gbhet_lib.rna.tokens import (GeneTokens, chromosome_tokens, ppi_tokens, rea
                                   token_agreement)
 
 
-def mirror_file(name: str) -> Path:
-    """Verified local path of manifest entry ``name`` through the project's fetch code and the data mirror
-    ($GBHET_DATA_MIRROR, else ../shared/data beside the repository); fails, never skips, without a mirror."""
-    root = Path(os.environ.get("GBHET_DATA_MIRROR") or Path(__file__).resolve().parents[2] / "shared" / "data")
-    if not root.is_dir():
-        pytest.fail(f"no data mirror at {root}: set GBHET_DATA_MIRROR to a copy of the data manifest's files")
-    return fetch(name, mirror=root)
 
 
 def clique_chain(sizes: list[int]) -> pd.DataFrame:

@@ -3,11 +3,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import os
 import shutil
 
 import numpy as np
 import pytest
+
+from data_mirror import mirror_root
 
 from gbhet_lib.data.cohort import CohortTruth
 from gbhet_lib.data.fetch import fetch
@@ -61,16 +62,11 @@ def test_missing_and_unreadable_slides_are_clear_errors(tmp_path: Path) -> None:
         open_slide(junk)
 
 
-def _mirror() -> Path:
-    root = Path(os.environ.get("GBHET_DATA_MIRROR") or Path(__file__).resolve().parents[2] / "shared" / "data")
-    if not root.is_dir():
-        pytest.fail(f"no data mirror at {root}: set GBHET_DATA_MIRROR to a copy of the data manifest's files")
-    return root
 
 
 def test_list_slides(tmp_path: Path) -> None:
-    shutil.copy(fetch("cmu1_small_region_svs", mirror=_mirror()), tmp_path / "CMU-1.SVS")
-    shutil.copy(fetch("tcga_06_0174_roi_pyramidal_tiff", mirror=_mirror()), tmp_path)
+    shutil.copy(fetch("cmu1_small_region_svs", mirror=mirror_root()), tmp_path / "CMU-1.SVS")
+    shutil.copy(fetch("tcga_06_0174_roi_pyramidal_tiff", mirror=mirror_root()), tmp_path)
     (tmp_path / "broken.tif").write_bytes(b"not a tiff")
     (tmp_path / "notes.txt").write_text("x")
     table = list_slides(tmp_path)

@@ -2,13 +2,14 @@
 patches back, on synthetic pyramids and the real CMU-1 SVS."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
 import tifffile
+
+from data_mirror import mirror_root
 
 from gbhet_lib.cli import main
 from gbhet_lib.data.fetch import fetch
@@ -39,11 +40,6 @@ def _no_mpp_slide(path: Path) -> Path:
     return path
 
 
-def _mirror() -> Path:
-    root = Path(os.environ.get("GBHET_DATA_MIRROR") or Path(__file__).resolve().parents[2] / "shared" / "data")
-    if not root.is_dir():
-        pytest.fail(f"no data mirror at {root}: set GBHET_DATA_MIRROR to a copy of the data manifest's files")
-    return root
 
 
 # --- magnification and level choice ---------------------------------------------------------------------------
@@ -233,7 +229,7 @@ def test_cli_tile(rendered: tuple[Path, np.ndarray], tmp_path: Path, capsys: pyt
 
 
 def test_real_cmu1_svs_tiles_at_10x(tmp_path: Path) -> None:
-    svs = fetch("cmu1_small_region_svs", mirror=_mirror())
+    svs = fetch("cmu1_small_region_svs", mirror=mirror_root())
     report = tile_slides([svs], tmp_path, TilingConfig(target_magnification=10.0), progress=False)
     assert report.status.tolist() == ["ok"], report.error.tolist()
     coords, attrs = read_coords(tmp_path / f"{svs.stem}.h5")
