@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import hashlib
 import json
 import os
 import tempfile
@@ -71,6 +72,15 @@ def write_table_atomic(path: str | os.PathLike[str], table: pd.DataFrame, index:
     with atomic_path(target) as tmp:
         tmp.write_bytes(data)
     return target
+
+
+def file_sha256(path: str | os.PathLike[str], chunk_bytes: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file, read ``chunk_bytes`` (default 1 MiB) at a time."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(chunk_bytes):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def read_json(path: str | os.PathLike[str]) -> Any:

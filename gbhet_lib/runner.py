@@ -16,7 +16,6 @@ is kept as ``<run_dir>/notebooks/NN_name.failed.ipynb``.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -31,7 +30,7 @@ import nbformat
 import papermill
 
 from .config import StudyConfig
-from .io import atomic_path, read_json, write_json_atomic
+from .io import atomic_path, file_sha256, read_json, write_json_atomic
 from .rundir import RunDir, init_run_dir
 
 #: parameters every stage receives from the StudyConfig (overrides may not set them)
@@ -208,11 +207,6 @@ def record_path(run: RunDir, stage: Stage) -> Path:
 def failed_path(run: RunDir, stage: Stage) -> Path:
     """``<run_dir>/notebooks/<stage>.failed.ipynb``: the partially executed notebook of a failed stage."""
     return run.notebooks / f"{stage.name}.failed.ipynb"
-
-
-def file_sha256(path: Path) -> str:
-    """Hex sha256 of a file's bytes."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def display_path(path: Path) -> str:

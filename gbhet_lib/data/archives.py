@@ -13,7 +13,6 @@ with the same archive finds the marker and skips the work.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import posixpath
 import re
@@ -25,7 +24,7 @@ import zipfile
 from pathlib import Path, PureWindowsPath
 from typing import Literal
 
-from ..io import read_json, write_json_atomic
+from ..io import file_sha256, read_json, write_json_atomic
 
 #: written into ``dest`` when an extraction completes: ``{"archive", "sha256", "format"}``
 MARKER = ".extracted.json"
@@ -64,15 +63,6 @@ def archive_format(archive: str | os.PathLike[str]) -> ArchiveFormat:
     return "zip" if name.lower().endswith(".zip") else "tar"
 
 
-def sha256_file(path: str | os.PathLike[str], chunk_bytes: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file, read ``chunk_bytes`` bytes at a time."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(chunk_bytes):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def safe_extract(archive: str | os.PathLike[str], dest: str | os.PathLike[str]) -> list[Path]:
     """Extract ``archive`` into the folder ``dest`` safely and atomically; return the extracted files.
 
@@ -91,7 +81,7 @@ def safe_extract(archive: str | os.PathLike[str], dest: str | os.PathLike[str]) 
     kind = archive_format(archive)
     if not archive.is_file():
         raise ArchiveError(f"{archive}: no such archive file.")
-    digest = sha256_file(archive)
+    digest = file_sha256(archive)
     previous = _completed_extraction(dest)
     if previous is not None and previous.get("sha256") == digest:
         return _listing(dest)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import gzip
-import hashlib
 import logging
 import os
 import shutil
@@ -32,7 +31,7 @@ import pooch
 import requests
 
 from ..config import ENV_CACHE_DIR, ENV_DATA_MIRROR
-from ..io import atomic_path
+from ..io import atomic_path, file_sha256
 from .manifest import DataError, DatasetEntry, Manifest, load_manifest
 
 if TYPE_CHECKING:
@@ -201,15 +200,6 @@ def fetch_profile(profile: str, mirror: Path | None = None, cache_dir: Path | No
         if isinstance(error, NetworkError) and entry.url:
             unreachable.setdefault(urlparse(entry.url).netloc, entry.name)
     return results
-
-
-def file_sha256(path: Path) -> str:
-    """SHA-256 hex digest of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _fetch_reporting(entry: DatasetEntry, mirror: Path | None, cache_dir: Path | None, progress: bool,
