@@ -5,8 +5,14 @@
 and writes an atomic checkpoint (``last.pt``) after every epoch holding the modules, the optimiser, every
 random-number state, the epoch, the history and the config. Calling it again on the same ``checkpoint_dir`` resumes
 after the last finished epoch and gives bit-identical weights to an uninterrupted run (on the CPU; on CUDA as far as
-its kernels are deterministic). The RNA trainers (:mod:`gbhet_lib.rna.train`) and the WSI triplet trainer
-(:mod:`gbhet_lib.wsi.train`) both use it.
+its kernels are deterministic). The RNA trainers (:mod:`gbhet_lib.rna.train`), the WSI triplet trainer
+(:mod:`gbhet_lib.wsi.train`) and the fusion trainer (:mod:`gbhet_lib.fusion.train`) all use it.
+
+Under ``torchrun`` (an initialised :mod:`torch.distributed` process group) the same loop is data-parallel: every
+rank draws the same epoch order, global batch b is split into ``world_size`` near-equal parts and each rank steps on
+its own (``batch_size`` is per process, as in the authors' DDP runs), the step function is expected to go through a
+``DistributedDataParallel`` wrapper (gradients all-reduced), the logged means are over the whole global batch, and
+rank 0 writes the checkpoint, which holds every rank's random-number state so that a resume is exact there too.
 
 Imports only torch, numpy, pandas and tqdm (plus this package's stdlib-only helpers): it runs on the GPU machine.
 """
@@ -167,22 +173,36 @@ def _set_rng_state(state: Mapping[str, Any], generators: Mapping[str, torch.Gene
         g.set_state(state["generators"][k])
 
 
-def _optimizer(modules: Mapping[str, nn.Module], config: TrainConfig) -> torch.optim.AdamW:
-    """AdamW; biases and 1-D (and 0-D) parameters get no weight decay (the authors' rule)."""
+def distributed() -> tuple[int, int]:
+    """(rank, world size) of the initialised process group, or (0, 1) in a single process."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def _optimizer(modules: Mapping[str, nn.Module], config: TrainConfig,
+               device: torch.device) -> torch.optim.AdamW:
+    """AdamW; biases and 1-D (and 0-D) parameters get no weight decay (the authors' rule).
+
+    On CUDA the fused implementation is used (one kernel for all parameters; the same update rule)."""
     decay, no_decay = [], []
     for module in modules.values():
         for name, p in module.named_parameters():
             if p.requires_grad:
                 (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
     return torch.optim.AdamW([{"params": no_decay, "weight_decay": 0.0},
-                              {"params": decay, "weight_decay": config.weight_decay}], lr=config.warmup_lr)
+                              {"params": decay, "weight_decay": config.weight_decay}], lr=config.warmup_lr,
+                             fused=device.type == "cuda")
 
 
 def _resume(path: Path, run: Run, optimizer: torch.optim.Optimizer, generators: dict[str, torch.Generator],
             device: torch.device) -> tuple[int, list[dict[str, Any]]]:
     """Restore a run from its checkpoint; the first epoch still to do and the history so far."""
     state = read_checkpoint(path, run.fmt, run.what)
-    expected = {"kind": run.kind, "config": run.config.to_dict(), "model_spec": run.model_spec}
+    rank, world = distributed()
+    expected = {"kind": run.kind, "config": run.config.to_dict(), "model_spec": run.model_spec,
+                "world_size": world}
+    state.setdefault("world_size", 1)
     differences = [f"{k}: {state.get(k)} in the checkpoint, {v} now" for k, v in expected.items() if state.get(k) != v]
     if differences:
         raise ValueError(f"{path} belongs to another run ({'; '.join(differences)}). Resuming needs the same "
@@ -190,57 +210,78 @@ def _resume(path: Path, run: Run, optimizer: torch.optim.Optimizer, generators: 
     for name, module in run.modules.items():
         load_weights(module, state["modules"][name], str(path))
     optimizer.load_state_dict(state["optimizer"])
-    _set_rng_state(state["rng"], generators, device)
+    _set_rng_state(state["rng_ranks"][rank] if "rng_ranks" in state else state["rng"], generators, device)
     return state["epoch"] + 1, list(state["history"])
 
 
 def _save(checkpoint_dir: Path, run: Run, optimizer: torch.optim.Optimizer,
           generators: dict[str, torch.Generator], device: torch.device, epoch: int,
           history: list[dict[str, Any]]) -> None:
-    state = {"format": run.fmt, "kind": run.kind, "config": run.config.to_dict(),
-             "model_spec": run.model_spec, "epoch": epoch, "history": history,
-             "modules": {name: m.state_dict() for name, m in run.modules.items()},
-             "optimizer": optimizer.state_dict(), "rng": _rng_state(generators, device)}
-    with atomic_path(checkpoint_dir / CHECKPOINT) as tmp:
-        torch.save(state, tmp)
-    write_table_atomic(checkpoint_dir / HISTORY, pd.DataFrame(history), index=False)
+    rank, world = distributed()
+    rng = _rng_state(generators, device)
+    rng_ranks = [rng]
+    if world > 1:
+        rng_ranks = [None] * world
+        torch.distributed.all_gather_object(rng_ranks, rng)
+    if rank == 0:
+        state = {"format": run.fmt, "kind": run.kind, "config": run.config.to_dict(),
+                 "model_spec": run.model_spec, "world_size": world, "epoch": epoch, "history": history,
+                 "modules": {name: m.state_dict() for name, m in run.modules.items()},
+                 "optimizer": optimizer.state_dict(), "rng": rng, "rng_ranks": rng_ranks}
+        with atomic_path(checkpoint_dir / CHECKPOINT) as tmp:
+            torch.save(state, tmp)
+        write_table_atomic(checkpoint_dir / HISTORY, pd.DataFrame(history), index=False)
+    if world > 1:
+        torch.distributed.barrier()
 
 
 # ------------------------------------------------------------------------------------------------------ loop
 def fit(run: Run, n_samples: int, step: StepFn, evaluate: Callable[[], dict[str, float]] | None,
-        checkpoint_dir: str | Path, progress: bool, schedule: Schedule) -> pd.DataFrame:
+        checkpoint_dir: str | Path, progress: bool, schedule: Schedule,
+        epoch_order: Callable[[torch.Generator], Tensor] | None = None) -> pd.DataFrame:
     """Train ``run`` for its epochs, resuming from ``checkpoint_dir`` when it holds a checkpoint of this run.
 
     ``step(rows)`` gets a batch of sample rows (a 1-D int64 tensor on the device) and returns named scalar losses
     (``loss`` is optimised) or None to skip the batch. ``evaluate()`` returns validation metrics after each epoch.
     ``schedule(epoch, batch_idx, n_batches, lr, warmup_lr, min_lr, epochs, warmup_epochs)`` gives the learning
-    rate of each step (:func:`~gbhet_lib.rna.schedule.albef_lr`).
+    rate of each step (:func:`~gbhet_lib.rna.schedule.albef_lr`). ``epoch_order(generator)`` gives an epoch's
+    sample order (default: a random permutation of the ``n_samples`` rows; e.g. a balanced draw with replacement).
 
     Returns:
         The history, one row per epoch: ``epoch``, ``lr`` (of the epoch's last step), ``train_<name>`` (means over
-        samples of every value ``step`` returns), ``skipped_batches``, ``train_seconds``, and ``val_<name>``.
+        samples of every value ``step`` returns), ``train_samples`` (rows stepped on, all ranks),
+        ``skipped_batches``, ``train_seconds``, and ``val_<name>``.
     """
     cfg, device = run.config, resolve_device(run.config.device)
+    rank, world = distributed()
     checkpoint_dir = Path(checkpoint_dir)
     generators = {**run.generators, "shuffle": torch.Generator().manual_seed(cfg.seed)}
-    optimizer = _optimizer(run.modules, cfg)
+    optimizer = _optimizer(run.modules, cfg, device)
+    epoch_order = epoch_order or (lambda generator: torch.randperm(n_samples, generator=generator))
     start, history = 0, []
     if (checkpoint_dir / CHECKPOINT).exists():
         start, history = _resume(checkpoint_dir / CHECKPOINT, run, optimizer, generators, device)
-    n_batches = math.ceil(n_samples / cfg.batch_size)
-    bar = tqdm(range(start, cfg.epochs), desc=run.kind, disable=not progress, initial=start, total=cfg.epochs)
+    global_batch = cfg.batch_size * world
+    n_batches = math.ceil(n_samples / global_batch)
+    bar = tqdm(range(start, cfg.epochs), desc=run.kind, disable=not progress or rank > 0, initial=start,
+               total=cfg.epochs)
     for epoch in bar:
         for module in run.modules.values():
             module.train()
         began = _time.perf_counter()
-        order = torch.randperm(n_samples, generator=generators["shuffle"]).to(device)
+        order = epoch_order(generators["shuffle"]).to(device)
         sums: dict[str, Tensor] = {}
         rows = skipped = 0
         for b in range(n_batches):
             lr = schedule(epoch, b, n_batches, cfg.lr, cfg.warmup_lr, cfg.min_lr, cfg.epochs, cfg.warmup_epochs)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            batch = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
+            batch = order[b * global_batch:(b + 1) * global_batch]
+            if world > 1:
+                if len(batch) < world:  # some rank would get nothing: every rank skips the same batch
+                    skipped += 1
+                    continue
+                batch = torch.tensor_split(batch, world)[rank]
             losses = step(batch)
             if losses is None:
                 skipped += 1
@@ -251,12 +292,32 @@ def fit(run: Run, n_samples: int, step: StepFn, evaluate: Callable[[], dict[str,
             rows += len(batch)
             for k, v in losses.items():
                 sums[k] = sums.get(k, 0) + v.detach() * len(batch)
+        if world > 1:
+            sums, rows = _all_ranks_sums(sums, rows, device)
         means = {f"train_{k}": float(v) / rows for k, v in sums.items()}  # float() waits for the GPU
-        row = {"epoch": epoch, "lr": lr, **means, "skipped_batches": skipped,
+        row = {"epoch": epoch, "lr": lr, **means, "train_samples": rows, "skipped_batches": skipped,
                "train_seconds": _time.perf_counter() - began}
         if evaluate is not None:
-            row.update({f"val_{k}": v for k, v in evaluate().items()})
+            row.update({f"val_{k}": v for k, v in _on_rank_zero(evaluate, rank, world).items()})
         history.append(row)
         _save(checkpoint_dir, run, optimizer, generators, device, epoch, history)
         bar.set_postfix({k: f"{v:.4g}" for k, v in row.items() if k in ("train_loss", "val_loss")})
     return pd.DataFrame(history)
+
+
+def _all_ranks_sums(sums: dict[str, Tensor], rows: int, device: torch.device) -> tuple[dict[str, Tensor], int]:
+    """Sum per-rank loss sums and row counts over all ranks (every rank returns the totals)."""
+    keys = sorted(sums)
+    packed = torch.stack([torch.as_tensor(sums[k], dtype=torch.float64, device=device) for k in keys]
+                         + [torch.tensor(float(rows), dtype=torch.float64, device=device)])
+    torch.distributed.all_reduce(packed)
+    return dict(zip(keys, packed[:-1])), int(packed[-1])
+
+
+def _on_rank_zero(evaluate: Callable[[], dict[str, float]], rank: int, world: int) -> dict[str, float]:
+    """Run ``evaluate`` on rank 0 only (not once per rank, as the authors' code did) and share its result."""
+    if world == 1:
+        return evaluate()
+    result = [evaluate() if rank == 0 else None]
+    torch.distributed.broadcast_object_list(result, src=0)
+    return result[0]

@@ -35,7 +35,8 @@ from .features import extract_features
 from .triplet import PAPER_MARGIN, hardest_negative_triplet_loss
 
 KIND = "wsi_triplet"
-SplitPolicy = Literal["patch", "slide", "lineage"]
+SplitPolicy = Literal["patch", "slide", "lineage", "patient"]
+SPLIT_POLICIES = ("patch", "slide", "lineage", "patient")
 _AUGMENT_SEED_OFFSET = 1  # the augmentation generator: seed + 1 (shuffling uses seed)
 _VAL_SEED_OFFSET = 2  # the fixed order of validation batches: seed + 2
 
@@ -120,25 +121,30 @@ def dihedral(pixels: Tensor, generator: torch.Generator) -> Tensor:
 
 # ------------------------------------------------------------------------------------------------------ split
 def split_patches(slide_ids: Sequence[Any] | np.ndarray, lineage_ids: Sequence[Any] | np.ndarray,
-                  policy: SplitPolicy = "patch", val_fraction: float = 0.1,
-                  seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+                  policy: SplitPolicy = "patch", val_fraction: float = 0.1, seed: int = 0,
+                  patient_ids: Sequence[Any] | np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Train and validation row indices (sorted int64 arrays) of N patches.
 
     Policies: ``patch`` (the paper's: a random ``val_fraction`` of the patches, same slides and lineages on both
-    sides), ``slide`` (a random ``val_fraction`` of the slides, at least one, held out whole), ``lineage`` (the same
-    for lineages). A group policy needs at least two groups.
+    sides), ``slide`` (a random ``val_fraction`` of the slides, at least one, held out whole), ``lineage`` and
+    ``patient`` (the same for lineages and for patients; ``patient`` needs ``patient_ids``). A group policy needs
+    at least two groups.
     """
     slides, lineages = np.asarray(slide_ids).reshape(-1), np.asarray(lineage_ids).reshape(-1)
     n = len(slides)
     if len(lineages) != n or n < 2:
         raise ValueError(f"need one slide id and one lineage id per patch (≥ 2 patches), got {n} and {len(lineages)}")
+    if policy == "patient":
+        if patient_ids is None or len(np.asarray(patient_ids).reshape(-1)) != n:
+            raise ValueError("policy='patient' needs one patient id per patch (patient_ids)")
+        patients = np.asarray(patient_ids).reshape(-1)
     if not 0 < val_fraction < 1:
         raise ValueError(f"val_fraction={val_fraction} must be in (0, 1)")
     rng = np.random.default_rng(seed)
     if policy == "patch":
         val = rng.choice(n, size=min(n - 1, max(1, round(val_fraction * n))), replace=False)
-    elif policy in ("slide", "lineage"):
-        groups = slides if policy == "slide" else lineages
+    elif policy in ("slide", "lineage", "patient"):
+        groups = slides if policy == "slide" else lineages if policy == "lineage" else patients
         unique = np.unique(groups)
         if len(unique) < 2:
             raise ValueError(f"policy={policy!r} needs at least two {policy}s, got {len(unique)}")
@@ -146,7 +152,7 @@ def split_patches(slide_ids: Sequence[Any] | np.ndarray, lineage_ids: Sequence[A
                           replace=False)
         val = np.flatnonzero(np.isin(groups, held))
     else:
-        raise ValueError(f"policy={policy!r} must be 'patch', 'slide' or 'lineage'")
+        raise ValueError(f"policy={policy!r} must be one of {SPLIT_POLICIES}")
     is_val = np.zeros(n, dtype=bool)
     is_val[val] = True
     return np.flatnonzero(~is_val), np.flatnonzero(is_val)

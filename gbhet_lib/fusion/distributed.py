@@ -1,0 +1,83 @@
+"""``torchrun`` support: process-group set-up from the environment and a differentiable all-gather.
+
+The authors' trainer could only run under DDP (spec §10.3); here one process is the default and DDP is used only
+when ``torchrun`` set ``WORLD_SIZE`` > 1. NCCL on CUDA, gloo on the CPU. Imports only torch.
+"""
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from typing import Iterator
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+from ..training import distributed
+
+
+def launched_by_torchrun() -> bool:
+    """True when the environment describes more than one process (``torchrun --nproc_per_node`` > 1)."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def rank_device(device: str) -> str:
+    """The device of this rank: ``cuda:<LOCAL_RANK>`` for ``cuda`` under torchrun, otherwise ``device``."""
+    if device == "cuda" and launched_by_torchrun():
+        return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+    return device
+
+
+@contextmanager
+def process_group(device: str) -> Iterator[tuple[int, int]]:
+    """Initialise the process group when launched by torchrun (and destroy it after); yields (rank, world).
+
+    In a single process nothing is initialised and (0, 1) is yielded, so callers need no special case.
+    """
+    if not launched_by_torchrun() or dist.is_initialized():
+        yield distributed()
+        return
+    backend = "nccl" if device.startswith("cuda") else "gloo"
+    if backend == "nccl":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group(backend)
+    try:
+        yield distributed()
+    finally:
+        dist.destroy_process_group()
+
+
+def _sizes(x: Tensor) -> list[int]:
+    """The first dimension of ``x`` on every rank."""
+    _, world = distributed()
+    mine = torch.tensor([x.shape[0]], device=x.device)
+    sizes = [torch.zeros_like(mine) for _ in range(world)]
+    dist.all_gather(sizes, mine)
+    return [int(s) for s in sizes]
+
+
+def gather_with_grad(x: Tensor) -> tuple[Tensor, int]:
+    """Concatenate ``x`` (B_r, …) from every rank in rank order, (Σ B_r, …), and the row where this rank's part
+    starts. Gradients flow back to each rank's rows (``torch.distributed.nn.functional.all_gather``); ranks may
+    hold different B_r (rows are padded for the exchange and the padding dropped). In one process: ``(x, 0)``."""
+    rank, world = distributed()
+    if world == 1:
+        return x, 0
+    from torch.distributed.nn.functional import all_gather
+
+    sizes = _sizes(x)
+    padded = torch.nn.functional.pad(x, (0, 0) * (x.ndim - 1) + (0, max(sizes) - x.shape[0]))
+    parts = all_gather(padded.contiguous())
+    return torch.cat([part[:n] for part, n in zip(parts, sizes)]), sum(sizes[:rank])
+
+
+def gather(x: Tensor) -> Tensor:
+    """Concatenate ``x`` (B_r, …) from every rank in rank order without gradient (e.g. labels)."""
+    _, world = distributed()
+    if world == 1:
+        return x
+    sizes = _sizes(x)
+    padded = torch.nn.functional.pad(x, (0, 0) * (x.ndim - 1) + (0, max(sizes) - x.shape[0]))
+    parts = [torch.empty_like(padded) for _ in range(world)]
+    dist.all_gather(parts, padded.contiguous())
+    return torch.cat([part[:n] for part, n in zip(parts, sizes)])
