@@ -1,5 +1,9 @@
 """The ``gbhet`` command: ``gbhet run`` (the study), ``gbhet synth`` (the demo cohort), ``gbhet fetch`` (the data
-manifest's files), ``gbhet tile`` (patch coordinates of slides), ``gbhet book``."""
+manifest's files), ``gbhet tile`` (patch coordinates of slides), ``gbhet train-fusion`` (one fusion variant on a
+run directory; also under ``torchrun``), ``gbhet book``.
+
+Every sub-command imports what it needs when it runs, so ``gbhet train-fusion`` works where only torch, timm,
+h5py, numpy and pandas are installed (the GPU machine)."""
 from __future__ import annotations
 
 import argparse
@@ -8,8 +12,6 @@ import sys
 import time
 from pathlib import Path
 from typing import Any, Sequence
-
-import yaml
 
 from .config import DEVICES, PROFILES, ConfigError, StudyConfig
 
@@ -96,6 +98,26 @@ def _parser() -> argparse.ArgumentParser:
                       help="also label patches tumor/neutral with the paper's HLS stain-hue rule")
     tile.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     tile.set_defaults(handler=_cmd_tile)
+
+    fusion = sub.add_parser(
+        "train-fusion", help="train one fusion variant on a run directory (one process or torchrun DDP)",
+        description="Train the co-attention fusion model (variant best, frozen or chromosome) on the training "
+                    "pairs of a split policy of a run directory prepared by the fusion chapter. Under torchrun "
+                    "(`torchrun --nproc_per_node=N -m gbhet_lib.cli train-fusion ...`) it runs data-parallel.")
+    fusion.add_argument("--run-dir", type=Path, required=True)
+    fusion.add_argument("--variant", required=True, choices=("best", "frozen", "chromosome"))
+    fusion.add_argument("--policy", default="patch", choices=("patch", "slide", "lineage", "patient"),
+                        help="which recorded split to train on (default: patch, the paper's)")
+    fusion.add_argument("--device", default="auto", choices=DEVICES)
+    fusion.add_argument("--epochs", type=int, default=None, help="default: the paper's 10")
+    fusion.add_argument("--batch-size", type=int, default=None, help="per process; default: the paper's 64")
+    fusion.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
+                        help="bf16 autocast (default: on for CUDA, off on the CPU)")
+    fusion.add_argument("--compile", action="store_true", help="torch.compile the model")
+    fusion.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", dest="overrides",
+                        help="any other FusionConfig field, e.g. --set symmetric=true; repeatable")
+    fusion.add_argument("--no-progress", action="store_true")
+    fusion.set_defaults(handler=_cmd_train_fusion)
 
     book = sub.add_parser("book", help="render the Jupyter Book from a run's executed notebooks")
     book.add_argument("--run-dir", type=Path, default=Path("runs/demo"))
@@ -204,6 +226,29 @@ def _cmd_tile(args: argparse.Namespace) -> int:
     return 1 if counts.get("failed", 0) else 0
 
 
+def _cmd_train_fusion(args: argparse.Namespace) -> int:
+    from .config import cuda_available
+    from .fusion.stage import train_variant
+
+    device = ("cuda" if cuda_available() else "cpu") if args.device == "auto" else args.device
+    overrides = _parse_overrides(args.overrides) if args.overrides else {}
+    for name, value in (("epochs", args.epochs), ("batch_size", args.batch_size)):
+        if value is not None:
+            overrides[name] = value
+    overrides["amp_bf16"] = device.startswith("cuda") if args.bf16 is None else args.bf16
+    if args.compile:
+        overrides["compile"] = True
+    record = train_variant(args.run_dir, args.variant, args.policy, device,
+                           progress=not args.no_progress and sys.stderr.isatty(), **overrides)
+    last = record["history"][-1]
+    print(f"gbhet train-fusion: {args.variant} on the {args.policy!r} split, {record['pairs']['train']} training "
+          f"pairs ({record['excluded']['patches_without_rna']} patches without RNA left out), "
+          f"{len(record['history'])} epochs on {device} × {record['world_size']}: loss "
+          f"{record['history'][0]['train_loss']:.4g} → {last['train_loss']:.4g}, "
+          f"{last['pairs_per_s']:.1f} pairs/s; checkpoint {args.run_dir / record['checkpoint']}", file=sys.stderr)
+    return 0
+
+
 def _cmd_book(args: argparse.Namespace) -> int:
     from .book import build_book
 
@@ -218,6 +263,8 @@ def _parse_overrides(items: list[str]) -> dict[str, Any]:
         name, sep, value = item.partition("=")
         if not sep or not name.strip():
             raise ValueError(f"--set {item!r}: expected NAME=VALUE, e.g. --set n_patients=4")
+        import yaml
+
         parsed = yaml.safe_load(value)
         if isinstance(parsed, str) and _EXPONENT_NUMBER.match(parsed):
             parsed = float(parsed)  # YAML 1.1 reads 1e-5 (no dot) as a string

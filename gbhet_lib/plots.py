@@ -166,3 +166,28 @@ def tiling_overlays(slides: Sequence[Path], coords_dir: Path, max_size: int = 51
         ax.axis("off")
     fig.tight_layout()
     return fig
+
+
+def loss_curves(history: pd.DataFrame, terms: Sequence[str], hue: str = "policy", facet: str = "variant",
+                width: float = 3.2) -> Figure:
+    """Training (solid) and held-out (dashed) curves of each loss ``term`` per epoch: one row of panels per
+    ``facet`` value, one column per term, one colour per ``hue`` value. ``history`` is long format with
+    ``epoch``, ``train_<term>``, optional ``val_<term>``, and the ``hue`` and ``facet`` columns."""
+    facets = list(dict.fromkeys(history[facet]))
+    fig, axes = plt.subplots(len(facets), len(terms), figsize=(width * len(terms), 2.4 * len(facets)),
+                             squeeze=False, sharex=True)
+    palette = dict(zip(dict.fromkeys(history[hue]), sns.color_palette("tab10")))
+    for i, name in enumerate(facets):
+        for j, term in enumerate(terms):
+            ax = axes[i, j]
+            for key, rows in history[history[facet] == name].groupby(hue, sort=False):
+                if f"train_{term}" in rows and rows[f"train_{term}"].notna().any():
+                    ax.plot(rows["epoch"], rows[f"train_{term}"], color=palette[key], label=f"{key}")
+                if f"val_{term}" in rows and rows[f"val_{term}"].notna().any():
+                    ax.plot(rows["epoch"], rows[f"val_{term}"], color=palette[key], ls="--")
+            ax.set_title(f"{name}: {term}", fontsize=9)
+            if i == len(facets) - 1:
+                ax.set_xlabel("epoch")
+    axes[0, -1].legend(frameon=False, fontsize=8, title=f"{hue} (dashed: held out)", title_fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -6,6 +6,7 @@ import uuid
 from pathlib import Path
 
 import nbformat
+import numpy as np
 import pytest
 
 from data_mirror import mirror_root
@@ -19,7 +20,8 @@ NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 SMOKE_PARAMETERS = {"n_patients": 2, "n_pool": 60, "n_genes": 400, "n_paired": 6, "slide_width": 1024,
                     "slide_height": 768, "n_jobs": 1, "epochs": 2, "encoder_img_size": 32}
 #: the metrics file each stage writes (metrics/<name>.json)
-STAGE_METRICS = {"01_data": "01_data", "02_rna_encoding": "rna", "03_wsi_encoding": "wsi"}
+STAGE_METRICS = {"01_data": "01_data", "02_rna_encoding": "rna", "03_wsi_encoding": "wsi",
+                 "04_fusion_training": "fusion"}
 
 
 @pytest.mark.notebook
@@ -41,6 +43,15 @@ def test_all_notebooks_execute_on_the_demo_profile(tmp_path: Path) -> None:
     assert rna["n_genes"] == 400 and rna["louvain_ari"] > 0.5 and set(rna["probe_r2"]) == set(PROGRAM_NAMES)
     wsi = json.loads((config.run_dir / "metrics" / "wsi.json").read_text())
     assert wsi["n_slides"] == data["lineages"] and wsi["n_patches"] > 0 and 0 < wsi["lineage_chance"] < 1
+    fusion = json.loads((config.run_dir / "metrics" / "fusion.json").read_text())
+    assert fusion["pairs"]["pairs"] == wsi["n_patches"] and fusion["excluded"]["patches_without_rna"] == 0
+    assert set(fusion["variants"]) == {"best", "frozen", "chromosome"}
+    for variant, policies in fusion["variants"].items():
+        assert set(policies) == {"patch", "slide", "lineage", "patient"}, variant
+        for row in policies.values():
+            assert row["epochs"] == 2 and row["device"] == "cpu" and row["pairs_per_s"] > 0
+            assert np.isfinite([row["first_loss"], row["last_loss"], row["last_itc"], row["last_itm"]]).all()
+            assert ("last_reconstruction" in row) == (variant != "best")  # c_rec = 0 only in best
 
 
 @pytest.mark.notebook

@@ -66,14 +66,15 @@ def itc_loss(image: Tensor, rna: Tensor, temperature: float | Tensor = 0.005, sy
 
 
 def itc_chance(groups: Tensor | None, batch_size: int) -> float:
-    """The ITC loss of embeddings that carry no information (all similarities equal): log(B) minus, with
-    multi-positive targets, the log of the mean number of positives per row (a lower chance level)."""
+    """The ITC loss of embeddings that carry no information (every similarity equal): log(B), with one-hot or
+    multi-positive targets alike (the cross-entropy of any target distribution against a uniform row).
+
+    With multi-positive targets the *lowest* reachable loss is no longer 0 but the mean over rows of
+    log(same-lineage count); ``groups`` is accepted so callers need not special-case that option.
+    """
     import math
 
-    if groups is None:
-        return math.log(batch_size)
-    same = (groups[:, None] == groups[None, :]).sum(dim=1).double()
-    return float(torch.log(batch_size / same).mean())
+    return math.log(batch_size)
 
 
 def rolled_negatives(batch_size: int, device: torch.device | str = "cpu") -> list[tuple[Tensor, Tensor]]:

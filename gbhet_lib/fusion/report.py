@@ -1,0 +1,68 @@
+"""Tables of the fusion chapter: what each trained (variant, policy) did, and the GPU benchmark results.
+
+Reads the records written by :func:`gbhet_lib.fusion.stage.train_variant`; imports pandas only.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import pandas as pd
+
+LOSS_TERMS = ("loss", "itc", "itm", "reconstruction")
+
+
+def histories(records: Mapping[tuple[str, str], Mapping[str, Any]]) -> pd.DataFrame:
+    """Every epoch of every (variant, policy) record, long format, with ``variant`` and ``policy`` columns."""
+    frames = [pd.DataFrame(r["history"]).assign(variant=v, policy=p) for (v, p), r in records.items()]
+    return pd.concat(frames, ignore_index=True)
+
+
+def summary(records: Mapping[tuple[str, str], Mapping[str, Any]]) -> pd.DataFrame:
+    """One row per (variant, policy): epochs, device, training pairs/s (mean over epochs after the first), first
+    and last epoch training losses per term, and the last epoch's held-out ITC / ITM beside their chance levels."""
+    rows = []
+    for (variant, policy), record in records.items():
+        history = pd.DataFrame(record["history"])
+        first, last = history.iloc[0], history.iloc[-1]
+        steady = history["pairs_per_s"].iloc[1:] if len(history) > 1 else history["pairs_per_s"]
+        row: dict[str, Any] = {"variant": variant, "policy": policy, "epochs": len(history),
+                               "device": record["settings"]["device"], "world_size": record["world_size"],
+                               "train_pairs": record["pairs"]["train"], "held_out_pairs": record["pairs"]["held_out"],
+                               "pairs_per_s": float(steady.mean())}
+        for term in LOSS_TERMS:
+            if f"train_{term}" in history:
+                row[f"first_{term}"], row[f"last_{term}"] = float(first[f"train_{term}"]), float(last[f"train_{term}"])
+        for term in ("itc", "itc_chance", "itm", "itm_accuracy"):
+            if f"val_{term}" in history:
+                row[f"held_out_{term}"] = float(last[f"val_{term}"])
+        rows.append(row)
+    return pd.DataFrame(rows).set_index(["variant", "policy"])
+
+
+def trainable(records: Mapping[tuple[str, str], Mapping[str, Any]]) -> pd.DataFrame:
+    """Trainable parameters per part for each variant (they do not depend on the policy)."""
+    seen = {v: r["trainable_parameters"] for (v, _), r in records.items()}
+    return pd.DataFrame(seen).T.rename_axis("variant")
+
+
+def metrics(records: Mapping[tuple[str, str], Mapping[str, Any]], variants: Sequence[str]) -> dict[str, Any]:
+    """``metrics/fusion.json`` content: per variant and policy, epochs, first and last epoch losses, device,
+    pairs/s, held-out ITC/ITM with chance levels."""
+    table = summary(records)
+    out: dict[str, Any] = {}
+    for variant in variants:
+        rows = table.xs(variant, level="variant") if variant in table.index.get_level_values(0) else None
+        if rows is None:
+            continue
+        out[variant] = {policy: {k: (v.item() if hasattr(v, "item") else v) for k, v in row.dropna().items()}
+                        for policy, row in rows.iterrows()}
+    return out
+
+
+def benchmark_results(folder: str | Path, prefix: str = "fusion") -> list[dict[str, Any]]:
+    """The JSON results of ``benchmarks/<prefix>.py`` found in ``folder`` (each names its machine)."""
+    folder = Path(folder)
+    return [json.loads(p.read_text()) | {"file": p.name} for p in sorted(folder.glob(f"{prefix}-*.json"))] \
+        if folder.is_dir() else []

@@ -1,0 +1,342 @@
+"""The fusion stage on a run directory: prepare the pairing inputs (CPU, notebook side) and train a variant
+under a split policy (anywhere: the GPU machine included, through ``gbhet train-fusion``).
+
+Layout it reads and writes (relative to the run directory)::
+
+    models/rna/encoder.json          chapter 2's record: checkpoint, tokens, scaling, settings
+    models/wsi/encoder.json          chapter 3's record: checkpoint, encoder, settings, patch stores
+    data/fusion/pairing.h5           lineage RNA (scaled as in pre-training), the pool, token sets, lineages
+    models/fusion/splits/<policy>.json       the held-out patches, slides, lineages, patients of a policy
+    models/fusion/wsi-<policy>-<digest>/     the patch encoder triplet-trained without that policy's held-out
+    models/fusion/rna-chromosome-<digest>/   the RNA encoder pre-trained on chromosome tokens
+    models/fusion/<variant>-<policy>-<digest>/last.pt, history.tsv   a trained fusion model
+    models/fusion/<variant>-<policy>.json    the record of the last finished training of that pair
+
+Honest hold-out (spec §10.16): for a ``slide``, ``lineage`` or ``patient`` policy the held-out patches are never
+seen in any training: the fusion model's, and the patch encoder's triplet pre-training, which is redone here on the
+policy's training patches only. The RNA encoder is pre-trained on the RNA-only pool, which holds no lineage
+profile. The split is written once and every later step reads it (its digest is stored in each checkpoint), so an
+evaluation cannot use another split.
+
+:func:`prepare_pairing` imports anndata and pandas; everything else needs only torch, timm, h5py and numpy.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import h5py
+import numpy as np
+
+from ..io import atomic_path, read_json, write_json_atomic
+from ..rundir import settings_folder
+
+PAIRING = Path("data/fusion/pairing.h5")
+RNA_RECORD = Path("models/rna/encoder.json")
+WSI_RECORD = Path("models/wsi/encoder.json")
+FUSION_MODELS = Path("models/fusion")
+DEFAULT_HELD_OUT_FRACTION = 0.25
+
+
+class MissingInputs(FileNotFoundError):
+    """A file an earlier stage should have written is not in the run directory."""
+
+
+def _require(path: Path, what: str) -> Path:
+    if not path.exists():
+        raise MissingInputs(f"{path} is missing ({what}). Run the earlier chapters first: "
+                            "`gbhet run --run-dir <run_dir>` (chapters 2 and 3, then this one).")
+    return path
+
+
+def _strings(values: Sequence[Any]) -> np.ndarray:
+    return np.array([str(v) for v in values], dtype=h5py.string_dtype())
+
+
+def _read_strings(dataset: h5py.Dataset) -> list[str]:
+    return [v.decode() if isinstance(v, bytes) else str(v) for v in dataset[:]]
+
+
+def encoder_record(run_dir: str | Path, stage: str) -> dict[str, Any]:
+    """Chapter ``stage``'s encoder record (``models/<stage>/encoder.json``: ``rna`` or ``wsi``)."""
+    return read_json(_require(Path(run_dir) / "models" / stage / "encoder.json", f"the {stage} chapter's record"))
+
+
+# ------------------------------------------------------------------------------------------------ pairing
+def prepare_pairing(run_dir: str | Path, lineages: Any, token_sets: Mapping[str, Mapping[str, Sequence[str]]]) -> Path:
+    """Write ``data/fusion/pairing.h5`` from chapter 2's expression and record (notebook side).
+
+    Args:
+        run_dir: the run directory (chapters 2 and 3 finished).
+        lineages: a table indexed by lineage id with ``patient_id`` (every lineage that has a slide, with or
+            without RNA), e.g. ``cohort.lineages``.
+        token_sets: token set name (``ppi``, ``chromosome``) → token name → genes.
+
+    The lineage profiles and the pool are scaled exactly as chapter 2 fed its encoder (per-gene z-scores fitted
+    on the pre-training pool when it standardised), so the pre-trained RNA encoders see what they were trained on.
+    """
+    import anndata
+    import pandas as pd
+
+    from ..rna.stage import standardise_genes
+
+    run_dir = Path(run_dir)
+    record = read_json(_require(run_dir / RNA_RECORD, "chapter 2's encoder record"))
+    adata = anndata.read_h5ad(_require(run_dir / "data" / "rna_expression.h5ad", "chapter 2's expression"))
+    values = pd.DataFrame(np.asarray(adata.X, dtype=np.float64), index=adata.obs_names, columns=adata.var_names)
+    fit_on = pd.Index(record["fit_on"])
+    if record.get("standardise", False):
+        values = standardise_genes(values, fit_on)
+    pool = pd.Index(record["pool"])
+    has_rna = [lid for lid in lineages.index if lid in values.index]
+    genes = list(values.columns)
+    position = {g: j for j, g in enumerate(genes)}
+    out = run_dir / PAIRING
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out) as tmp, h5py.File(tmp, "w") as h5:
+        h5["genes"] = _strings(genes)
+        h5["rna/values"] = values.loc[has_rna].to_numpy(np.float32)
+        h5["rna/lineages"] = _strings(has_rna)
+        h5["pool/values"] = values.loc[pool].to_numpy(np.float32)
+        h5["pool/samples"] = _strings(pool)
+        h5["pool/is_train"] = np.isin(np.asarray(pool), np.asarray(fit_on))
+        h5["lineages/ids"] = _strings(lineages.index)
+        h5["lineages/patient"] = _strings(lineages["patient_id"])
+        for name, tokens in token_sets.items():
+            group = h5.create_group(f"tokens/{name}")
+            group.attrs["order"] = json.dumps(list(tokens))
+            for k, (token, members) in enumerate(tokens.items()):
+                missing = [g for g in members if g not in position]
+                if missing:
+                    raise KeyError(f"token set {name!r}, token {token!r}: gene(s) {missing[:5]} are not in chapter "
+                                   "2's expression; build the tokens from its genes")
+                group[str(k)] = np.array([position[g] for g in members], dtype=np.int64)
+    return out
+
+
+def _token_data(h5: h5py.File, where: str, samples: list[str], token_set: str):
+    from ..rna.train import TokenData
+
+    if f"tokens/{token_set}" not in h5:
+        raise KeyError(f"pairing file has no token set {token_set!r} (it has {list(h5['tokens'])})")
+    group = h5[f"tokens/{token_set}"]
+    names = json.loads(group.attrs["order"])
+    return TokenData(h5[f"{where}/values"][:], [group[str(k)][:] for k in range(len(names))], names, samples,
+                     _read_strings(h5["genes"]))
+
+
+def load_pairing(run_dir: str | Path, token_set: str, img_size: int):
+    """The run's :class:`~gbhet_lib.fusion.data.PairedPatches` with ``token_set`` tokens and patches resized to
+    ``img_size`` (the patch stores of chapter 3's record, read once into memory)."""
+    from .data import pair_patches, read_patch_stores
+
+    run_dir = Path(run_dir)
+    wsi = read_json(_require(run_dir / WSI_RECORD, "chapter 3's encoder record"))
+    with h5py.File(_require(run_dir / PAIRING, "the fusion chapter's pairing file"), "r") as h5:
+        rna = _token_data(h5, "rna", _read_strings(h5["rna/lineages"]), token_set)
+        ids, patients = _read_strings(h5["lineages/ids"]), _read_strings(h5["lineages/patient"])
+    images, slides, keys = read_patch_stores([run_dir / p for p in wsi["patch_stores"]], img_size)
+    slide_lineage = wsi["slide_lineage"]
+    return pair_patches(images, slides, keys, slide_lineage, dict(zip(ids, patients)), rna)
+
+
+def pool_tokens(run_dir: str | Path, token_set: str):
+    """(train, validation) :class:`~gbhet_lib.rna.train.TokenData` of the RNA-only pool, split as in chapter 2."""
+    with h5py.File(_require(Path(run_dir) / PAIRING, "the fusion chapter's pairing file"), "r") as h5:
+        data = _token_data(h5, "pool", _read_strings(h5["pool/samples"]), token_set)
+        is_train = h5["pool/is_train"][:]
+    return data.subset(np.flatnonzero(is_train)), data.subset(np.flatnonzero(~is_train))
+
+
+# -------------------------------------------------------------------------------------------------- splits
+def split_path(run_dir: str | Path, policy: str) -> Path:
+    return Path(run_dir) / FUSION_MODELS / "splits" / f"{policy}.json"
+
+
+def write_split(run_dir: str | Path, data, policy: str, held_out_fraction: float = DEFAULT_HELD_OUT_FRACTION,
+                seed: int = 0) -> dict[str, Any]:
+    """Draw the ``policy`` split of the pairs and write it (atomically) to ``models/fusion/splits/<policy>.json``.
+
+    An existing split file is kept and returned as it is (a split is drawn once per run), after checking that it
+    was drawn with the same policy, fraction and seed and covers exactly these pairs.
+    """
+    from ..wsi.train import split_patches
+
+    path = split_path(run_dir, policy)
+    keys = [str(k) for k in data.patch_key]
+    if path.exists():
+        split = read_split(run_dir, policy)
+        if (split["held_out_fraction"], split["seed"]) != (held_out_fraction, seed) \
+                or sorted(split["train_keys"] + split["held_out_keys"]) != sorted(keys):
+            raise ValueError(f"{path} was drawn with other settings or other pairs (fraction "
+                             f"{split['held_out_fraction']}, seed {split['seed']}); delete it to draw it again, "
+                             "and retrain every model that used it")
+        return split
+    train, held = split_patches(data.patch_slide, data.patch_lineage_id, policy, held_out_fraction, seed,
+                                patient_ids=data.patch_patient)
+    take = lambda values, rows: sorted({str(v) for v in np.asarray(values)[rows]})  # noqa: E731
+    split = {"policy": policy, "held_out_fraction": held_out_fraction, "seed": seed,
+             "train_keys": [keys[i] for i in train], "held_out_keys": [keys[i] for i in held],
+             "held_out_slides": take(data.patch_slide, held), "held_out_lineages": take(data.patch_lineage_id, held),
+             "held_out_patients": take(data.patch_patient, held),
+             "counts": {"train_pairs": int(len(train)), "held_out_pairs": int(len(held))}}
+    split["digest"] = _split_digest(split)
+    write_json_atomic(path, split)
+    return split
+
+
+def _split_digest(split: Mapping[str, Any]) -> str:
+    text = json.dumps([split["policy"], split["train_keys"], split["held_out_keys"]])
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def read_split(run_dir: str | Path, policy: str) -> dict[str, Any]:
+    """The recorded split of ``policy`` (see :func:`write_split`); its digest is checked."""
+    path = split_path(run_dir, policy)
+    if not path.exists():
+        raise MissingInputs(f"no {policy!r} split in {path.parent}; the fusion chapter draws it "
+                            "(gbhet_lib.fusion.stage.write_split)")
+    split = read_json(path)
+    if split.get("digest") != _split_digest(split):
+        raise ValueError(f"{path} was edited after it was written (its digest no longer matches)")
+    return split
+
+
+def split_rows(data, split: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of ``data`` in the split's training and held-out sets; an error when the pairs differ from the split's."""
+    row = {str(k): i for i, k in enumerate(data.patch_key)}
+    missing = [k for k in split["train_keys"] + split["held_out_keys"] if k not in row]
+    if missing or len(row) != len(split["train_keys"]) + len(split["held_out_keys"]):
+        raise ValueError(f"the {split['policy']!r} split does not cover these pairs (e.g. {missing[:3]}): the "
+                         "patch stores or the RNA changed since it was drawn")
+    return (np.array(sorted(row[k] for k in split["train_keys"]), dtype=np.int64),
+            np.array(sorted(row[k] for k in split["held_out_keys"]), dtype=np.int64))
+
+
+# ------------------------------------------------------------------------------------------------ encoders
+def _wsi_factory(record: Mapping[str, Any]):
+    from ..wsi.encoder import PatchEncoder, demo_encoder
+
+    encoder = record["encoder"]
+    if encoder["arch"] == "demo":
+        return lambda: demo_encoder(img_size=encoder["img_size"])
+    return lambda: PatchEncoder(encoder["arch"], img_size=encoder["img_size"], weights_path=encoder.get("weights_path"))
+
+
+def wsi_encoder_for_split(run_dir: str | Path, policy: str, data, device: str = "cpu", progress: bool = False):
+    """The patch encoder for ``policy``: chapter 3's triplet training (same settings) redone on the split's
+    training patches only, so that no held-out patch is seen. Trained once, then reused (resumable).
+
+    Returns the encoder (evaluation mode) and its checkpoint path.
+    """
+    from ..wsi.encoder import load_encoder
+    from ..wsi.train import PatchArrays, TripletConfig, train_triplet
+
+    run_dir = Path(run_dir)
+    record = read_json(_require(run_dir / WSI_RECORD, "chapter 3's encoder record"))
+    split = read_split(run_dir, policy)
+    train_rows, _ = split_rows(data, split)
+    settings = TripletConfig(**{**record["settings"], "device": device, "amp_bf16": device != "cpu"
+                                and record["settings"].get("amp_bf16", False)})
+    folder = settings_folder(run_dir / FUSION_MODELS, f"wsi-{policy}", _any_device(settings), record["encoder"],
+                             split["digest"])
+    if not _finished(folder, settings.epochs):
+        patches = PatchArrays(data.images[train_rows], data.patch_lineage[train_rows])
+        train_triplet(_wsi_factory(record), patches, None, settings, folder, progress=progress)
+    return load_encoder(folder / "last.pt", device), folder / "last.pt"
+
+
+def _any_device(settings: Any) -> dict[str, Any]:
+    """Settings without the device: an encoder trained on one device is reused on another."""
+    return {k: v for k, v in settings.to_dict().items() if k not in ("device", "amp_bf16")}
+
+
+def _finished(folder: Path, epochs: int) -> bool:
+    """Whether ``folder`` holds a checkpoint of all ``epochs`` (its history has one row per epoch)."""
+    history = folder / "history.tsv"
+    return (folder / "last.pt").exists() and history.exists() and \
+        len(history.read_text().strip().splitlines()) - 1 >= epochs
+
+
+def rna_encoder_for(run_dir: str | Path, token_set: str, device: str = "cpu", progress: bool = False):
+    """The RNA encoder for ``token_set``: chapter 2's for the tokens it was trained on; for other tokens
+    (``chromosome`` when chapter 2 used PPI), one pre-trained here on the same pool with the same settings.
+
+    Returns the encoder (evaluation mode) and its checkpoint path.
+    """
+    from ..rna.train import PretrainConfig, load_model, pretrain
+
+    run_dir = Path(run_dir)
+    record = read_json(_require(run_dir / RNA_RECORD, "chapter 2's encoder record"))
+    if record["token_method"] == token_set:
+        path = run_dir / record["checkpoint"]
+        return load_model(path, device), path
+    train, val = pool_tokens(run_dir, token_set)
+    settings = PretrainConfig(**{**record["settings"], "device": device})
+    folder = settings_folder(run_dir / FUSION_MODELS, f"rna-{token_set}", _any_device(settings), train.token_sizes)
+    if not _finished(folder, settings.epochs):
+        pretrain(settings, train, val, folder, progress=progress)
+    return load_model(folder / "last.pt", device), folder / "last.pt"
+
+
+# ------------------------------------------------------------------------------------------------ training
+def train_variant(run_dir: str | Path, variant: str, policy: str = "patch", device: str = "cpu",
+                  progress: bool = True, data=None, **overrides: Any) -> dict[str, Any]:
+    """Train ``variant`` on the training pairs of the ``policy`` split of a run (what ``gbhet train-fusion``
+    runs). Resumes a checkpoint of the same settings; a finished one is not retrained.
+
+    ``data`` (a :class:`~gbhet_lib.fusion.data.PairedPatches` with the variant's tokens) saves re-reading the
+    patch stores when called in a loop; ``overrides`` are :class:`~gbhet_lib.fusion.train.FusionConfig` fields.
+
+    Returns the record written to ``models/fusion/<variant>-<policy>.json``: checkpoint, split digest, settings,
+    pairs, excluded patches, trainable parameters, device, and the history (one dict per epoch).
+    """
+    import torch
+
+    from .distributed import process_group, rank_device
+    from .train import build_model, train_fusion, trainable_parameters, variant_config, variant_tokens
+
+    run_dir = Path(run_dir)
+    device = rank_device(device)
+    with process_group(device) as (rank, world):
+        wsi_record = read_json(_require(run_dir / WSI_RECORD, "chapter 3's encoder record"))
+        token_set = variant_tokens(variant)
+        if data is None:
+            data = load_pairing(run_dir, token_set, wsi_record["encoder"]["img_size"])
+        split = read_split(run_dir, policy)
+        train_rows, held_rows = split_rows(data, split)
+        # encoders are made by rank 0 first (one training, not one per rank), then read by every rank
+        if rank == 0:
+            wsi_encoder_for_split(run_dir, policy, data, device)
+            rna_encoder_for(run_dir, token_set, device)
+        if world > 1:
+            torch.distributed.barrier()
+        image_encoder, wsi_path = wsi_encoder_for_split(run_dir, policy, data, device)
+        rna_encoder, rna_path = rna_encoder_for(run_dir, token_set, device)
+        config = variant_config(variant, **{"seed": 42, **overrides, "device": device})
+        extra = {"variant": variant, "policy": policy, "split_digest": split["digest"], "token_set": token_set,
+                 "wsi_encoder": str(wsi_path.relative_to(run_dir)), "rna_encoder": str(rna_path.relative_to(run_dir))}
+        folder = settings_folder(run_dir / FUSION_MODELS, f"{variant}-{policy}", config.to_dict(), extra, world)
+        history = train_fusion(config, data.subset(train_rows), image_encoder, rna_encoder, folder,
+                               val=data.subset(held_rows) if len(held_rows) >= 2 else None, extra=extra,
+                               progress=progress and rank == 0)
+        record = {**extra, "checkpoint": str((folder / "last.pt").relative_to(run_dir)),
+                  "settings": config.to_dict(), "world_size": world,
+                  "pairs": {"train": int(len(train_rows)), "held_out": int(len(held_rows))},
+                  "excluded": data.excluded,
+                  "trainable_parameters": trainable_parameters(build_model(config, image_encoder, rna_encoder)),
+                  "history": json.loads(history.to_json(orient="records"))}
+        if rank == 0:
+            write_json_atomic(run_dir / FUSION_MODELS / f"{variant}-{policy}.json", record)
+        return record
+
+
+def read_trained(run_dir: str | Path, variant: str, policy: str) -> dict[str, Any]:
+    """The record of a trained (variant, policy) fusion model (see :func:`train_variant`)."""
+    path = Path(run_dir) / FUSION_MODELS / f"{variant}-{policy}.json"
+    if not path.exists():
+        raise MissingInputs(f"no trained {variant!r} model for the {policy!r} split in {path.parent}; train it "
+                            f"with `gbhet train-fusion --run-dir {run_dir} --variant {variant} --policy {policy}`")
+    return read_json(path)
