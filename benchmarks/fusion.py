@@ -14,8 +14,10 @@
    ``--loss-steps`` steps are kept: eager and compiled runs start from the same weights and see the same batches,
    and the compiled runs draw dropout masks with eager's RNG (Inductor ``fallback_random``, ``--compile-rng``),
    so their maximum absolute difference tests that compiling leaves the loss curve unchanged.
-   Then ``train_fusion`` itself runs ``--e2e-epochs`` short epochs and its history column ``pairs_per_s`` is
-   reported (epoch 0 includes CUDA start-up; the figure excludes checkpoint writing).
+   The batch rows live on the device as in ``gbhet_lib.training.fit``; on CUDA one more eager run keeps them on
+   the host, to show what ``PairBatches.batch`` copying them back at every step costs. Then ``train_fusion``
+   itself runs ``--e2e-epochs`` short epochs and its history column ``pairs_per_s`` is reported (epoch 0
+   includes CUDA start-up; the figure excludes checkpoint writing).
 2. Data path: the authors' ``RNATumorDataset`` reads, for every item, the lineage's RNA TSV with
    ``pandas.read_csv`` (genes × one value column), picks each token's genes with ``.loc`` and decodes one PNG
    (ToTensor + CLIP Normalize); a minimal stand-in of it (written here, no code of theirs) is iterated in one
@@ -44,7 +46,6 @@ import dataclasses
 import datetime
 import gc
 import json
-import math
 import os
 import platform
 import re
@@ -248,7 +249,7 @@ def count_step_flops(config: FusionConfig, setup: Setup) -> float:
                           ("_scaled_dot_product_flash_attention_for_cpu_backward", backward)):
         if hasattr(aten, name):
             custom[getattr(aten, name)] = formula
-    parts = new_trainable(dataclasses.replace(config, compile=False), setup)
+    parts = new_trainable(config, setup)  # eager: the counter sees every aten call
     parts.train()
     images, rna, lineage = setup.batches.batch(batch_order(len(setup.data), config.batch_size, 1, config.seed)[0])
     counter = FlopCounterMode(display=False, custom_mapping=custom)
@@ -268,8 +269,13 @@ def free_memory(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
-def timed_training(config: FusionConfig, setup: Setup, warmup: int, steps: int, compile_rng: str) -> dict[str, Any]:
-    """Warm-up then timed optimiser steps as the trainer takes them; pairs/s, peak memory, first losses."""
+def timed_training(config: FusionConfig, setup: Setup, warmup: int, steps: int, compile_rng: str,
+                   host_rows: bool = False) -> dict[str, Any]:
+    """Warm-up then timed optimiser steps as the trainer takes them; pairs/s, peak memory, first losses.
+
+    The batch rows live on the device, as in :func:`gbhet_lib.training.fit` (so ``PairBatches.batch`` copies them
+    back to the host at every step); ``host_rows`` keeps them on the host instead, to show what that copy costs.
+    """
     device = setup.device
     if device.type == "cuda":
         free_memory(device)
@@ -284,8 +290,11 @@ def timed_training(config: FusionConfig, setup: Setup, warmup: int, steps: int, 
         group["lr"] = config.lr  # constant (the schedule does not change the work)
     generator = torch.Generator(device).manual_seed(config.seed + 1)
     order = batch_order(len(setup.data), config.batch_size, warmup + steps, config.seed)
+    if not host_rows:
+        order = [rows.to(device) for rows in order]
     parts.train()
     losses: list[torch.Tensor] = []
+    sums: dict[str, torch.Tensor] = {}
 
     def step(rows: torch.Tensor) -> None:
         images, rna, lineage = setup.batches.batch(rows)
@@ -294,6 +303,8 @@ def timed_training(config: FusionConfig, setup: Setup, warmup: int, steps: int, 
         out["loss"].backward()
         optimizer.step()
         losses.append(out["loss"].detach())
+        for k, v in out.items():  # the trainer's running sums
+            sums[k] = sums.get(k, 0) + v.detach() * len(rows)
 
     rng = contextlib.nullcontext()
     if config.compile and compile_rng == "eager":
@@ -306,17 +317,21 @@ def timed_training(config: FusionConfig, setup: Setup, warmup: int, steps: int, 
             step(rows)
         sync()
         warmup_s = time.perf_counter() - began
-        began = time.perf_counter()
+        began, step_seconds = time.perf_counter(), []
         for rows in order[warmup:]:
+            start = time.perf_counter()
             step(rows)
+            step_seconds.append(time.perf_counter() - start)  # meaningful on the CPU only (no GPU sync per step)
         sync()
         seconds = time.perf_counter() - began
     result = {"pairs_per_s": steps * config.batch_size / seconds, "steps_per_s": steps / seconds,
               "timed_seconds": seconds, "warmup_seconds": warmup_s,
               "losses": [float(x) for x in losses]}
+    if device.type == "cpu":  # steps are synchronous there: the median step is robust to other load
+        result["pairs_per_s_median_step"] = config.batch_size / float(np.median(step_seconds))
     if device.type == "cuda":
         result["peak_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2 ** 30
-    del trainable, parts, optimizer, losses
+    del trainable, parts, optimizer, losses, sums
     if config.compile:
         torch._dynamo.reset()
     free_memory(device)
@@ -388,41 +403,47 @@ def training_part(args: argparse.Namespace, device: torch.device, report: dict[s
               f"(forward + backward)", flush=True)
     save()
     compile_modes = [False] if args.no_compile else [False, True]
-    # the paper's setting first (bf16, batch 64, eager then compiled): a run cut short loses the least useful rows
-    for precision in args.precisions:
-        for batch_size in args.batch_sizes:
-            for compiled in compile_modes:
-                config = config_for(args, precision, batch_size, compiled)
-                label = f"{precision:>4} batch {batch_size:>3} {'compiled' if compiled else 'eager':>8}"
-                row: dict[str, Any] = {"precision": precision, "batch_size": batch_size, "compile": compiled,
-                                       "warmup_steps": args.warmup, "timed_steps": args.steps}
-                try:
-                    row.update(timed_training(config, setup, args.warmup, args.steps, args.compile_rng))
-                except torch.cuda.OutOfMemoryError as error:
-                    row["error"] = f"out of memory: {str(error).splitlines()[0]}"
-                    free_memory(device)
-                except Exception as error:  # one failing setting (e.g. a compile error) must not lose the rest
-                    row["error"] = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
-                    free_memory(device)
-                if "error" in row:
-                    print(f"{label}: FAILED ({row['error']})", flush=True)
-                else:
-                    flops = section["flops_per_step"][str(batch_size)]
-                    row["tflops"] = flops * row["steps_per_s"] / 1e12
-                    row["share_of_bf16_peak"] = flops * row["steps_per_s"] / peak if peak else None
-                    share = "unknown" if peak is None else f"{100 * row['share_of_bf16_peak']:5.1f} %"
-                    memory = (f"{row['peak_memory_gib']:6.2f} GiB peak" if "peak_memory_gib" in row
-                              else "peak memory n/a")
-                    print(f"{label}: {row['pairs_per_s']:8.1f} pairs/s  {row['tflops']:7.2f} TFLOP/s  "
-                          f"{share} of bf16 peak  {memory}  (warm-up {row['warmup_seconds']:.1f} s)", flush=True)
-                section["runs"].append(row)
-                save()
+    # the paper's setting first (bf16, batch 64, eager then compiled): a run cut short loses the least useful rows;
+    # last, on CUDA, that eager setting again with the batch rows kept on the host (fit keeps them on the device)
+    settings = [(p, b, c, False) for p in args.precisions for b in args.batch_sizes for c in compile_modes]
+    if device.type == "cuda":
+        settings.append((args.precisions[0], args.batch_sizes[0], False, True))
+    for precision, batch_size, compiled, host_rows in settings:
+        config = config_for(args, precision, batch_size, compiled)
+        label = (f"{precision:>4} batch {batch_size:>3} {'compiled' if compiled else 'eager':>8}"
+                 f"{', rows on host' if host_rows else ''}")
+        row: dict[str, Any] = {"precision": precision, "batch_size": batch_size, "compile": compiled,
+                               "rows": "host" if host_rows else "device",
+                               "warmup_steps": args.warmup, "timed_steps": args.steps}
+        try:
+            row.update(timed_training(config, setup, args.warmup, args.steps, args.compile_rng, host_rows))
+        except torch.cuda.OutOfMemoryError as error:
+            row["error"] = f"out of memory: {str(error).splitlines()[0]}"
+            free_memory(device)
+        except Exception as error:  # one failing setting (e.g. a compile error) must not lose the rest
+            row["error"] = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+            free_memory(device)
+        if "error" in row:
+            print(f"{label}: FAILED ({row['error']})", flush=True)
+        else:
+            flops = section["flops_per_step"][str(batch_size)]
+            row["tflops"] = flops * row["steps_per_s"] / 1e12
+            row["share_of_bf16_peak"] = flops * row["steps_per_s"] / peak if peak else None
+            share = "unknown" if peak is None else f"{100 * row['share_of_bf16_peak']:5.1f} %"
+            memory = (f"{row['peak_memory_gib']:6.2f} GiB peak" if "peak_memory_gib" in row
+                      else "peak memory n/a")
+            median = (f" (median step {row['pairs_per_s_median_step']:.1f})"
+                      if "pairs_per_s_median_step" in row else "")
+            print(f"{label}: {row['pairs_per_s']:8.1f} pairs/s{median}  {row['tflops']:7.2f} TFLOP/s  "
+                  f"{share} of bf16 peak  {memory}  (warm-up {row['warmup_seconds']:.1f} s)", flush=True)
+        section["runs"].append(row)
+        save()
 
     k = args.loss_steps
     for precision in args.precisions:
         for batch_size in args.batch_sizes:
-            pair = {c: next((r for r in section["runs"] if r["precision"] == precision and
-                             r["batch_size"] == batch_size and r["compile"] == c and "losses" in r), None)
+            pair = {c: next((r for r in section["runs"] if r["precision"] == precision and r["rows"] == "device"
+                             and r["batch_size"] == batch_size and r["compile"] == c and "losses" in r), None)
                     for c in (False, True)}
             if pair[False] is None or pair[True] is None:
                 continue
@@ -442,6 +463,21 @@ def training_part(args: argparse.Namespace, device: torch.device, report: dict[s
 
 
 # ------------------------------------------------------------------------------------------- data-path part
+def rates(run, batches: list[torch.Tensor], passes: int, sync) -> tuple[float, float]:
+    """``run(rows)`` over the batches ``passes`` times: (items / total seconds, median over batches of items /
+    seconds), the device synchronised after every batch."""
+    per_batch = []
+    began = time.perf_counter()
+    for _ in range(passes):
+        for rows in batches:
+            start = time.perf_counter()
+            run(rows)
+            sync()
+            per_batch.append(len(rows) / (time.perf_counter() - start))
+    total = sum(len(rows) for rows in batches) * passes / (time.perf_counter() - began)
+    return total, float(np.median(per_batch))
+
+
 def data_path_part(args: argparse.Namespace, device: torch.device, report: dict[str, Any], save) -> None:
     try:
         from PIL import Image
@@ -501,63 +537,65 @@ def data_path_part(args: argparse.Namespace, device: torch.device, report: dict[
               flush=True)
         dataset = AuthorsStyleDataset(png, [tsv[j] for j in patch_lineage])
         collate = torch.utils.data.default_collate
-        dataset[0]  # warm the imports and caches
-        began = time.perf_counter()
-        for rows in batches:
-            image, rna, info = collate([dataset[int(i)] for i in rows])
+
+        def theirs_batch(rows: torch.Tensor) -> None:
+            image, rna, _ = collate([dataset[int(i)] for i in rows])
             image = image.to(device, non_blocking=True)
             rna = {k: v.to(device, non_blocking=True) for k, v in rna.items()}
-        sync()
-        theirs = n / (time.perf_counter() - began)
-        assert image.shape == (len(batches[-1]), 3, size, size) and rna["ppi_0"].shape[1] == sizes[0]
+            assert image.shape == (len(rows), 3, size, size) and rna["ppi_0"].shape == (len(rows), sizes[0])
+
+        dataset[0]  # warm the imports and caches
+        theirs = rates(theirs_batch, batches, 1, sync)
 
     data = paired(images, token_data(values, sizes))
     ours_batches = PairBatches(data, device)
     mean_d, std_d = mean.view(1, 3, 1, 1).to(device), std.view(1, 3, 1, 1).to(device)
 
-    def ours(normalise: bool) -> float:
-        """Pairs/s over ``repeats`` passes of the same batches."""
-        out = None
-        for rows in batches[:2]:  # warm-up
-            ours_batches.batch(rows)
-        sync()
-        began = time.perf_counter()
-        for _ in range(args.data_repeats):
-            for rows in batches:
-                images_d, tokens_d, lineage_d = ours_batches.batch(rows)
-                out = preprocess(images_d, size, mean_d, std_d) if normalise else images_d
-        sync()
-        assert out is not None and out.shape[0] == len(batches[-1])
-        return n * args.data_repeats / (time.perf_counter() - began)
+    def ours_batch(rows: torch.Tensor) -> None:
+        ours_batches.batch(rows)
 
-    ours_batch, ours_normalised = ours(False), ours(True)
-    began = time.perf_counter()
-    for _ in range(args.data_repeats):
-        for rows in batches:  # reference: the same image rows gathered by numpy instead of torch indexing
-            torch.from_numpy(data.images[rows.numpy()]).to(device, non_blocking=True)
-    sync()
-    numpy_gather = n * args.data_repeats / (time.perf_counter() - began)
+    def ours_normalised_batch(rows: torch.Tensor) -> None:
+        images_d, _, _ = ours_batches.batch(rows)
+        out = preprocess(images_d, size, mean_d, std_d)
+        assert out.shape == (len(rows), 3, size, size)
+
+    def numpy_gather_batch(rows: torch.Tensor) -> None:  # reference: the image rows gathered by numpy
+        torch.from_numpy(data.images[rows.numpy()]).to(device, non_blocking=True)
+
+    for run in (ours_batch, ours_normalised_batch, numpy_gather_batch):
+        for rows in batches[:2]:  # warm-up
+            run(rows)
+    ours, ours_normalised, numpy_gather = (rates(run, batches, args.data_repeats, sync) for run in
+                                           (ours_batch, ours_normalised_batch, numpy_gather_batch))
     report["data_path"] = {
         "items": n, "batch_size": DATA_BATCH, "img_size": size, "lineages": lineages, "genes": args.data_genes,
         "token_sizes": sizes, "png_kb_mean": png_kb, "tsv_kb_mean": tsv_kb, "device": str(device),
         "ours_repeats": args.data_repeats,
-        "theirs_items_per_s": theirs, "ours_items_per_s": ours_batch, "ratio_ours_over_theirs": ours_batch / theirs,
-        "ours_normalised_items_per_s": ours_normalised,
-        "ratio_ours_normalised_over_theirs": ours_normalised / theirs,
-        "reference_numpy_image_gather_items_per_s": numpy_gather,
-        "notes": ("theirs: one process (DataLoader num_workers=0), per item PIL PNG decode + ToTensor + CLIP "
-                  "Normalize + pd.read_csv(TSV, index_col=0) + .loc per token, default_collate in batches of 64, "
-                  "moved to the device; files in the page cache. ours: PairBatches(data, device).batch(rows) "
-                  "(uint8 images + float32 tokens on the device); ours_normalised adds the encoder's "
-                  "preprocess (uint8 → normalised float32 on the device), the same output as theirs; the reference "
-                  "gathers the same image rows with numpy fancy indexing (no RNA), to show the cost of torch "
-                  "indexing in PairBatches.batch")}
-    print(f"data path, {n} items, batches of {DATA_BATCH}, device {device}:\n"
-          f"  theirs (PNG + read_csv per item, 1 process): {theirs:10.1f} items/s\n"
-          f"  ours PairBatches.batch:                      {ours_batch:10.1f} items/s  ({ours_batch / theirs:.0f}x)\n"
-          f"  ours batch + normalise on the device:        {ours_normalised:10.1f} items/s  "
-          f"({ours_normalised / theirs:.0f}x)\n"
-          f"  reference: the images alone gathered by numpy:  {numpy_gather:10.1f} items/s", flush=True)
+        "theirs_items_per_s": theirs[0], "ours_items_per_s": ours[0], "ratio_ours_over_theirs": ours[0] / theirs[0],
+        "ours_normalised_items_per_s": ours_normalised[0],
+        "ratio_ours_normalised_over_theirs": ours_normalised[0] / theirs[0],
+        "reference_numpy_image_gather_items_per_s": numpy_gather[0],
+        "median_batch": {"theirs_items_per_s": theirs[1], "ours_items_per_s": ours[1],
+                         "ours_normalised_items_per_s": ours_normalised[1],
+                         "reference_numpy_image_gather_items_per_s": numpy_gather[1],
+                         "ratio_ours_over_theirs": ours[1] / theirs[1],
+                         "ratio_ours_normalised_over_theirs": ours_normalised[1] / theirs[1]},
+        "notes": ("items/s = all items / total time; median_batch: the median over batches of batch items / batch "
+                  "time (less sensitive to other load on the machine). theirs: one process (DataLoader "
+                  "num_workers=0), per item PIL PNG decode + ToTensor + CLIP Normalize + pd.read_csv(TSV, "
+                  "index_col=0) + .loc per token, default_collate in batches of 64, moved to the device; files in "
+                  "the page cache. ours: PairBatches(data, device).batch(rows) (uint8 images + float32 tokens on "
+                  "the device); ours_normalised adds the encoder's preprocess (uint8 → normalised float32 on the "
+                  "device), the same output as theirs; the reference gathers the same image rows with numpy fancy "
+                  "indexing (no RNA), to show the cost of the torch indexing in PairBatches.batch")}
+    print(f"data path, {n} items, batches of {DATA_BATCH}, device {device} (items/s overall; median batch):\n"
+          f"  theirs (PNG + read_csv per item, 1 process): {theirs[0]:10.1f}; {theirs[1]:10.1f}\n"
+          f"  ours PairBatches.batch:                      {ours[0]:10.1f}; {ours[1]:10.1f}  "
+          f"({ours[0] / theirs[0]:.0f}x; {ours[1] / theirs[1]:.0f}x)\n"
+          f"  ours batch + normalise on the device:        {ours_normalised[0]:10.1f}; {ours_normalised[1]:10.1f}  "
+          f"({ours_normalised[0] / theirs[0]:.0f}x; {ours_normalised[1] / theirs[1]:.0f}x)\n"
+          f"  reference: image rows gathered by numpy:     {numpy_gather[0]:10.1f}; {numpy_gather[1]:10.1f}",
+          flush=True)
     save()
 
 

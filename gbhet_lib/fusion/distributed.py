@@ -56,19 +56,36 @@ def _sizes(x: Tensor) -> list[int]:
     return [int(s) for s in sizes]
 
 
+class _AllGather(torch.autograd.Function):
+    """All-gather of equal-sized (B, …) parts whose backward sums the gradient over ranks and returns this
+    rank's rows: each rank's loss reaches every rank's embeddings."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:  # type: ignore[override]
+        rank, world = distributed()
+        ctx.rank, ctx.rows = rank, x.shape[0]
+        parts = [torch.empty_like(x) for _ in range(world)]
+        dist.all_gather(parts, x.contiguous())
+        return torch.cat(parts)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:  # type: ignore[override]
+        grad = grad.contiguous()
+        dist.all_reduce(grad)
+        return grad[ctx.rank * ctx.rows:(ctx.rank + 1) * ctx.rows]
+
+
 def gather_with_grad(x: Tensor) -> tuple[Tensor, int]:
     """Concatenate ``x`` (B_r, …) from every rank in rank order, (Σ B_r, …), and the row where this rank's part
-    starts. Gradients flow back to each rank's rows (``torch.distributed.nn.functional.all_gather``); ranks may
+    starts. Gradients flow back to each rank's rows (summed over every rank's loss); ranks may
     hold different B_r (rows are padded for the exchange and the padding dropped). In one process: ``(x, 0)``."""
     rank, world = distributed()
     if world == 1:
         return x, 0
-    from torch.distributed.nn.functional import all_gather
-
     sizes = _sizes(x)
     padded = torch.nn.functional.pad(x, (0, 0) * (x.ndim - 1) + (0, max(sizes) - x.shape[0]))
-    parts = all_gather(padded.contiguous())
-    return torch.cat([part[:n] for part, n in zip(parts, sizes)]), sum(sizes[:rank])
+    gathered = _AllGather.apply(padded).split(max(sizes))
+    return torch.cat([part[:n] for part, n in zip(gathered, sizes)]), sum(sizes[:rank])
 
 
 def gather(x: Tensor) -> Tensor:
