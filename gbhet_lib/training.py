@@ -241,7 +241,7 @@ def fit(run: Run, n_samples: int, step: StepFn, evaluate: Callable[[], dict[str,
         epoch_order: Callable[[torch.Generator], Tensor] | None = None) -> pd.DataFrame:
     """Train ``run`` for its epochs, resuming from ``checkpoint_dir`` when it holds a checkpoint of this run.
 
-    ``step(rows)`` gets a batch of sample rows (a 1-D int64 tensor on the device) and returns named scalar losses
+    ``step(rows)`` gets a batch of sample rows (a 1-D int64 CPU tensor) and returns named scalar losses
     (``loss`` is optimised) or None to skip the batch. ``evaluate()`` returns validation metrics after each epoch.
     ``schedule(epoch, batch_idx, n_batches, lr, warmup_lr, min_lr, epochs, warmup_epochs)`` gives the learning
     rate of each step (:func:`~gbhet_lib.rna.schedule.albef_lr`). ``epoch_order(generator)`` gives an epoch's
@@ -269,7 +269,7 @@ def fit(run: Run, n_samples: int, step: StepFn, evaluate: Callable[[], dict[str,
         for module in run.modules.values():
             module.train()
         began = _time.perf_counter()
-        order = epoch_order(generators["shuffle"]).to(device)
+        order = epoch_order(generators["shuffle"])  # stays on the CPU: no device sync to read batch rows
         sums: dict[str, Tensor] = {}
         rows = skipped = 0
         for b in range(n_batches):

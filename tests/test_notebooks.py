@@ -52,6 +52,15 @@ def test_all_notebooks_execute_on_the_demo_profile(tmp_path: Path) -> None:
             assert row["epochs"] == 2 and row["device"] == "cpu" and row["pairs_per_s"] > 0
             assert np.isfinite([row["first_loss"], row["last_loss"], row["last_itc"], row["last_itm"]]).all()
             assert ("last_reconstruction" in row) == (variant != "best")  # c_rec = 0 only in best
+    # the same training from the command line (what runs on the GPU machine), on the recorded split
+    from gbhet_lib.cli import main
+    from gbhet_lib.fusion.stage import read_split, read_trained
+
+    assert main(["train-fusion", "--run-dir", str(config.run_dir), "--variant", "best", "--policy", "patient",
+                 "--epochs", "3", "--device", "cpu", "--no-progress"]) == 0
+    record = read_trained(config.run_dir, "best", "patient")
+    assert len(record["history"]) == 3 and record["split_digest"] == read_split(config.run_dir, "patient")["digest"]
+    assert (config.run_dir / record["checkpoint"]).exists()
 
 
 @pytest.mark.notebook

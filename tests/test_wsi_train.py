@@ -94,7 +94,9 @@ def test_split_policies() -> None:
                           split_patches(slides, lineages, "lineage", seed=1)[1])
     with pytest.raises(ValueError, match="at least two slides"):
         split_patches(["a"] * 5, range(5), "slide")
-    with pytest.raises(ValueError, match="'patch', 'slide' or 'lineage'"):
+    with pytest.raises(ValueError, match="must be one of"):
+        split_patches(slides, lineages, "tumour")
+    with pytest.raises(ValueError, match="needs one patient id per patch"):
         split_patches(slides, lineages, "patient")
 
 

@@ -144,25 +144,43 @@ def read_patch_stores(stores: Sequence[str | Path], size: int | None = None) -> 
 
 
 class PairBatches:
-    """Batches of pairs on a device: the RNA token tensors live there once; images move per batch (uint8).
+    """Batches of pairs on a device: the RNA token tensors live there once; images move per batch as uint8.
 
-    ``batch(rows)`` → (uint8 images (B, S, S, 3) on the device, K RNA tensors (B, n_k), lineage codes (B,)).
+    ``batch(rows)`` (rows: a 1-D int64 CPU tensor or array) → (uint8 images (B, S, S, 3) on the device, K RNA
+    tensors (B, n_k), lineage codes (B,)). On CUDA the images are gathered with numpy into one of two pinned
+    staging buffers and copied asynchronously; an event guards each buffer so it is never refilled before its
+    copy ran. The host never waits for the GPU here.
     """
 
     def __init__(self, data: PairedPatches, device: torch.device) -> None:
-        self.data = data
-        pin = device.type == "cuda"
-        self.images = torch.from_numpy(data.images)
-        if pin:
-            self.images = self.images.pin_memory()
+        self.data, self.device = data, device
         self.tokens = data.rna.tensors(device)
         self.patch_lineage = torch.from_numpy(data.patch_lineage).to(device)
-        self.device = device
+        self._staging: list[tuple[Tensor, torch.cuda.Event | None]] = []
+        self._turn = 0
 
-    def batch(self, rows: Tensor) -> tuple[Tensor, list[Tensor], Tensor]:
-        lineage = self.patch_lineage[rows.to(self.device)]
-        images = self.images[rows.cpu()].to(self.device, non_blocking=True)
-        return images, [t[lineage] for t in self.tokens], lineage
+    def _stage(self, rows: np.ndarray) -> Tensor:
+        if self.device.type != "cuda":
+            return torch.from_numpy(np.take(self.data.images, rows, axis=0))
+        if not self._staging or len(rows) > len(self._staging[0][0]):
+            shape = (len(rows), *self.data.images.shape[1:])
+            self._staging = [(torch.empty(shape, dtype=torch.uint8).pin_memory(), None) for _ in range(2)]
+        buffer, copied = self._staging[self._turn]
+        if copied is not None:
+            copied.synchronize()  # the copy that last read this buffer has run
+        np.take(self.data.images, rows, axis=0, out=buffer.numpy()[:len(rows)])
+        images = buffer[:len(rows)].to(self.device, non_blocking=True)
+        event = torch.cuda.Event()
+        event.record()
+        self._staging[self._turn] = (buffer, event)
+        self._turn = 1 - self._turn
+        return images
+
+    def batch(self, rows: Tensor | np.ndarray) -> tuple[Tensor, list[Tensor], Tensor]:
+        rows_cpu = rows.cpu().numpy() if isinstance(rows, Tensor) else np.asarray(rows)
+        index = torch.from_numpy(rows_cpu).to(self.device, non_blocking=True)
+        lineage = self.patch_lineage[index]
+        return self._stage(rows_cpu), [t[lineage] for t in self.tokens], lineage
 
 
 def lineage_balanced_order(patch_lineage: np.ndarray, n: int | None = None):

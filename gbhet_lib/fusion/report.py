@@ -66,3 +66,23 @@ def benchmark_results(folder: str | Path, prefix: str = "fusion") -> list[dict[s
     folder = Path(folder)
     return [json.loads(p.read_text()) | {"file": p.name} for p in sorted(folder.glob(f"{prefix}-*.json"))] \
         if folder.is_dir() else []
+
+
+def benchmark_table(results: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """One row per timed training setting of each benchmark result: machine, precision, batch, compile,
+    pairs/s, TFLOP/s, share of the bf16 peak, peak GPU memory; and the data-path ratio of that result."""
+    rows = []
+    for result in results:
+        machine = result.get("machine", {})
+        data_path = result.get("data_path") or {}
+        common = {"file": result.get("file"), "device": machine.get("device_name", machine.get("device")),
+                  "complete": result.get("complete"),
+                  "data_path_ours_over_theirs": data_path.get("ratio_ours_over_theirs")}
+        runs = (result.get("training") or {}).get("runs", [])
+        for run in runs:
+            rows.append({**common, **{k: run.get(k) for k in ("precision", "batch_size", "compile", "pairs_per_s",
+                                                                "tflops", "share_of_bf16_peak",
+                                                                "peak_memory_gib")}})
+        if not runs:
+            rows.append(common)
+    return pd.DataFrame(rows)
