@@ -116,6 +116,8 @@ def _parser() -> argparse.ArgumentParser:
     fusion.add_argument("--compile", action="store_true", help="torch.compile the model")
     fusion.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", dest="overrides",
                         help="any other FusionConfig field, e.g. --set symmetric=true; repeatable")
+    fusion.add_argument("--name", default=None,
+                        help="name of the record and checkpoint folder (default: the variant), e.g. best+fixes")
     fusion.add_argument("--no-progress", action="store_true")
     fusion.set_defaults(handler=_cmd_train_fusion)
 
@@ -239,7 +241,7 @@ def _cmd_train_fusion(args: argparse.Namespace) -> int:
     if args.compile:
         overrides["compile"] = True
     record = train_variant(args.run_dir, args.variant, args.policy, device,
-                           progress=not args.no_progress and sys.stderr.isatty(), **overrides)
+                           progress=not args.no_progress and sys.stderr.isatty(), name=args.name, **overrides)
     last = record["history"][-1]
     print(f"gbhet train-fusion: {args.variant} on the {args.policy!r} split, {record['pairs']['train']} training "
           f"pairs ({record['excluded']['patches_without_rna']} patches without RNA left out), "

@@ -18,7 +18,7 @@ from gbhet_lib.runner import discover_stages, run_study
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 #: small sizes so that the whole study runs in a minute or two; a stage receives the ones it declares
 SMOKE_PARAMETERS = {"n_patients": 2, "n_pool": 60, "n_genes": 400, "n_paired": 6, "slide_width": 1024,
-                    "slide_height": 768, "n_jobs": 1, "epochs": 2, "encoder_img_size": 32}
+                    "slide_height": 768, "n_jobs": 1, "epochs": 2, "encoder_img_size": 32, "fixes_epochs": 2}
 #: the metrics file each stage writes (metrics/<name>.json)
 STAGE_METRICS = {"01_data": "01_data", "02_rna_encoding": "rna", "03_wsi_encoding": "wsi",
                  "04_fusion_training": "fusion"}
@@ -46,6 +46,7 @@ def test_all_notebooks_execute_on_the_demo_profile(tmp_path: Path) -> None:
     fusion = json.loads((config.run_dir / "metrics" / "fusion.json").read_text())
     assert fusion["pairs"]["pairs"] == wsi["n_patches"] and fusion["excluded"]["patches_without_rna"] == 0
     assert set(fusion["variants"]) == {"best", "frozen", "chromosome"}
+    assert set(fusion["fixes"]["best+fixes"]) == {"patch", "slide", "lineage", "patient"}
     for variant, policies in fusion["variants"].items():
         assert set(policies) == {"patch", "slide", "lineage", "patient"}, variant
         for row in policies.values():

@@ -283,14 +283,16 @@ def rna_encoder_for(run_dir: str | Path, token_set: str, device: str = "cpu", pr
 
 # ------------------------------------------------------------------------------------------------ training
 def train_variant(run_dir: str | Path, variant: str, policy: str = "patch", device: str = "cpu",
-                  progress: bool = True, data=None, **overrides: Any) -> dict[str, Any]:
+                  progress: bool = True, data=None, name: str | None = None, **overrides: Any) -> dict[str, Any]:
     """Train ``variant`` on the training pairs of the ``policy`` split of a run (what ``gbhet train-fusion``
     runs). Resumes a checkpoint of the same settings; a finished one is not retrained.
 
     ``data`` (a :class:`~gbhet_lib.fusion.data.PairedPatches` with the variant's tokens) saves re-reading the
-    patch stores when called in a loop; ``overrides`` are :class:`~gbhet_lib.fusion.train.FusionConfig` fields.
+    patch stores when called in a loop; ``overrides`` are :class:`~gbhet_lib.fusion.train.FusionConfig` fields;
+    ``name`` (default: the variant) names the record and checkpoint folder, e.g. ``best+fixes`` for the variant
+    trained with other settings beside the paper's.
 
-    Returns the record written to ``models/fusion/<variant>-<policy>.json``: checkpoint, split digest, settings,
+    Returns the record written to ``models/fusion/<name>-<policy>.json``: checkpoint, split digest, settings,
     pairs, excluded patches, trainable parameters, device, and the history (one dict per epoch).
     """
     import torch
@@ -300,6 +302,9 @@ def train_variant(run_dir: str | Path, variant: str, policy: str = "patch", devi
 
     run_dir = Path(run_dir)
     device = rank_device(device)
+    name = name or variant
+    if not name or any(c in name for c in "/\\ ") or name.startswith("."):
+        raise ValueError(f"name={name!r} must be a plain file-name part (no spaces or slashes)")
     with process_group(device) as (rank, world):
         wsi_record = read_json(_require(run_dir / WSI_RECORD, "chapter 3's encoder record"))
         token_set = variant_tokens(variant)
@@ -316,9 +321,9 @@ def train_variant(run_dir: str | Path, variant: str, policy: str = "patch", devi
         image_encoder, wsi_path = wsi_encoder_for_split(run_dir, policy, data, device)
         rna_encoder, rna_path = rna_encoder_for(run_dir, token_set, device)
         config = variant_config(variant, **{"seed": 42, **overrides, "device": device})
-        extra = {"variant": variant, "policy": policy, "split_digest": split["digest"], "token_set": token_set,
+        extra = {"name": name, "variant": variant, "policy": policy, "split_digest": split["digest"], "token_set": token_set,
                  "wsi_encoder": str(wsi_path.relative_to(run_dir)), "rna_encoder": str(rna_path.relative_to(run_dir))}
-        folder = settings_folder(run_dir / FUSION_MODELS, f"{variant}-{policy}", config.to_dict(), extra, world)
+        folder = settings_folder(run_dir / FUSION_MODELS, f"{name}-{policy}", config.to_dict(), extra, world)
         history = train_fusion(config, data.subset(train_rows), image_encoder, rna_encoder, folder,
                                val=data.subset(held_rows) if len(held_rows) >= 2 else None, extra=extra,
                                progress=progress and rank == 0)
@@ -329,12 +334,12 @@ def train_variant(run_dir: str | Path, variant: str, policy: str = "patch", devi
                   "trainable_parameters": trainable_parameters(build_model(config, image_encoder, rna_encoder)),
                   "history": json.loads(history.to_json(orient="records"))}
         if rank == 0:
-            write_json_atomic(run_dir / FUSION_MODELS / f"{variant}-{policy}.json", record)
+            write_json_atomic(run_dir / FUSION_MODELS / f"{name}-{policy}.json", record)
         return record
 
 
 def read_trained(run_dir: str | Path, variant: str, policy: str) -> dict[str, Any]:
-    """The record of a trained (variant, policy) fusion model (see :func:`train_variant`)."""
+    """The record of a trained (variant or name, policy) fusion model (see :func:`train_variant`)."""
     path = Path(run_dir) / FUSION_MODELS / f"{variant}-{policy}.json"
     if not path.exists():
         raise MissingInputs(f"no trained {variant!r} model for the {policy!r} split in {path.parent}; train it "
