@@ -180,7 +180,14 @@ def loss_curves(history: pd.DataFrame, terms: Sequence[str], hue: str = "policy"
     for i, name in enumerate(facets):
         for j, term in enumerate(terms):
             ax = axes[i, j]
-            for key, rows in history[history[facet] == name].groupby(hue, sort=False):
+            subset = history[history[facet] == name]
+            if f"train_{term}" not in subset or subset[f"train_{term}"].isna().all():
+                ax.text(0.5, 0.5, f"no {term} loss\nin {name}", ha="center", va="center", transform=ax.transAxes,
+                        fontsize=9, color="0.4")
+                ax.set_xticks([])
+                ax.set_yticks([])
+                continue
+            for key, rows in subset.groupby(hue, sort=False):
                 if f"train_{term}" in rows and rows[f"train_{term}"].notna().any():
                     ax.plot(rows["epoch"], rows[f"train_{term}"], color=palette[key], label=f"{key}")
                 if f"val_{term}" in rows and rows[f"val_{term}"].notna().any():
@@ -188,6 +195,7 @@ def loss_curves(history: pd.DataFrame, terms: Sequence[str], hue: str = "policy"
             ax.set_title(f"{name}: {term}", fontsize=9)
             if i == len(facets) - 1:
                 ax.set_xlabel("epoch")
-    axes[0, -1].legend(frameon=False, fontsize=8, title=f"{hue} (dashed: held out)", title_fontsize=8)
+    labelled = next(ax for ax in axes.flat if ax.get_legend_handles_labels()[0])
+    labelled.legend(frameon=False, fontsize=8, title=f"{hue} (dashed: held out)", title_fontsize=8)
     fig.tight_layout()
     return fig

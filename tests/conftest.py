@@ -29,3 +29,22 @@ def with_slide(spec: CohortSpec, **geometry: object) -> CohortSpec:
 
 # Tests never reach a model hub, whether run through `make test` or a bare `pytest`.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture
+def kill_training_at(monkeypatch: pytest.MonkeyPatch):
+    """``kill_training_at(module, epoch, batch)``: the trainer in ``module`` dies (KeyboardInterrupt) when it asks
+    its schedule for that step, as a job killed mid-epoch would; returns a function that undoes it."""
+
+    def kill(module, epoch: int, batch: int):
+        schedule = module.albef_lr
+
+        def dying(e: int, b: int, *args: float) -> float:
+            if (e, b) == (epoch, batch):
+                raise KeyboardInterrupt
+            return schedule(e, b, *args)
+
+        monkeypatch.setattr(module, "albef_lr", dying)
+        return lambda: monkeypatch.setattr(module, "albef_lr", schedule)
+
+    return kill

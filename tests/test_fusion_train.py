@@ -44,7 +44,7 @@ def test_variants_are_the_published_runs() -> None:
         FusionConfig(c_itc=0, c_itm=0, c_rec=0)
 
 
-def test_interrupted_run_resumes_bit_identically(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_interrupted_run_resumes_bit_identically(tmp_path: Path, kill_training_at) -> None:
     # every random source live: dropout, similarity-drawn negatives, lineage-balanced draws, a learned τ
     config = variant_config("chromosome", **TINY_FUSION, itm_negatives="similarity", learnable_temperature=True,
                             temperature=0.05, lineage_balanced=True, multi_positive=True, symmetric=True)
@@ -53,18 +53,11 @@ def test_interrupted_run_resumes_bit_identically(tmp_path: Path, monkeypatch: py
     image_encoder, rna_encoder = tiny_encoders()
     whole = train_fusion(config, train, image_encoder, rna_encoder, tmp_path / "whole", val, progress=False)
 
-    schedule = fusion_train.albef_lr
-
-    def killed_in_epoch_2(epoch: int, batch_idx: int, *args: float) -> float:
-        if (epoch, batch_idx) == (2, 1):
-            raise KeyboardInterrupt  # the job dies half-way through the last epoch
-        return schedule(epoch, batch_idx, *args)
-
-    monkeypatch.setattr(fusion_train, "albef_lr", killed_in_epoch_2)
+    revive = kill_training_at(fusion_train, epoch=2, batch=1)  # half-way through the last epoch
     with pytest.raises(KeyboardInterrupt):
         train_fusion(config, train, image_encoder, rna_encoder, tmp_path / "resumed", val, progress=False)
     assert read_checkpoint(tmp_path / "resumed" / "last.pt", fusion_train.CHECKPOINT_FORMAT, "fusion")["epoch"] == 1
-    monkeypatch.setattr(fusion_train, "albef_lr", schedule)
+    revive()
     resumed = train_fusion(config, train, image_encoder, rna_encoder, tmp_path / "resumed", val, progress=False)
 
     a, _ = load_fusion_model(tmp_path / "whole" / "last.pt")

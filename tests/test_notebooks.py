@@ -69,7 +69,7 @@ def test_chapter_1_runs_the_reference_profile_offline_from_the_mirror(tmp_path: 
     mirror = mirror_root()
     config = StudyConfig(profile="reference", run_dir=tmp_path / "run", seed=0, device="cpu", data_mirror=mirror,
                          cache_dir=tmp_path / "empty-cache")
-    smoke = {k: v for k, v in SMOKE_PARAMETERS.items() if k != "encoder_img_size"}  # no WSI stage here
+    smoke = {k: v for k, v in SMOKE_PARAMETERS.items() if k not in ("encoder_img_size", "fixes_epochs")}  # 1-2 only
     run_study(config, notebook_dir=NOTEBOOKS, only=["01_data", "rna"], parameters=smoke, progress=False)
     data = json.loads((config.run_dir / "metrics" / "01_data.json").read_text())
     assert data["profile"] == "reference" and data["lineages"] == 6 and data["pool_samples"] == 173 - 6

@@ -99,24 +99,16 @@ def test_pretraining_loss_decreases(data: TokenData, tmp_path: Path) -> None:
     np.testing.assert_allclose(np.linalg.norm(projection, axis=1), 1, rtol=1e-5)
 
 
-def test_interrupted_run_resumes_bit_identically(data: TokenData, tmp_path: Path,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_interrupted_run_resumes_bit_identically(data: TokenData, tmp_path: Path, kill_training_at) -> None:
     config = dataclasses.replace(TINY, learnable_temperature=True, temperature=0.05)  # τ, dropout, masks all live
     train, val = data.subset(range(80)), data.subset(range(80, 96))
     whole = pretrain(config, train, val, tmp_path / "whole", progress=False)
 
-    schedule = rna_train.albef_lr
-
-    def killed_in_epoch_2(epoch: int, batch_idx: int, *args: float) -> float:
-        if (epoch, batch_idx) == (2, 2):
-            raise KeyboardInterrupt  # the job dies half-way through the last epoch
-        return schedule(epoch, batch_idx, *args)
-
-    monkeypatch.setattr(rna_train, "albef_lr", killed_in_epoch_2)
+    revive = kill_training_at(rna_train, epoch=2, batch=2)  # half-way through the last epoch
     with pytest.raises(KeyboardInterrupt):
         pretrain(config, train, val, tmp_path / "resumed", progress=False)
     assert read_checkpoint(tmp_path / "resumed" / "last.pt")["epoch"] == 1
-    monkeypatch.setattr(rna_train, "albef_lr", schedule)
+    revive()
     resumed = pretrain(config, train, val, tmp_path / "resumed", progress=False)
 
     assert _same_weights(load_model(tmp_path / "whole" / "last.pt"), load_model(tmp_path / "resumed" / "last.pt"))

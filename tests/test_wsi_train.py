@@ -142,23 +142,16 @@ def test_training_separates_lineages(tmp_path: Path) -> None:
     assert evaluate_triplet(encoder, val, TINY)["loss"] == pytest.approx(history["val_loss"].iloc[-1], rel=1e-5)
 
 
-def test_interrupted_run_resumes_bit_identically(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_interrupted_run_resumes_bit_identically(tmp_path: Path, kill_training_at) -> None:
     config = dataclasses.replace(TINY, augment=True)  # shuffling and augmentation draws both live
     train = _lineage_patches(48, seed=0)
     as_dataset = [train[i] for i in range(len(train))]  # the generic Dataset path
     whole = train_triplet(_encoder, train, None, config, tmp_path / "whole", progress=False)
 
-    schedule = wsi_train.albef_lr
-
-    def killed_in_epoch_1(epoch: int, batch_idx: int, *args: float) -> float:
-        if (epoch, batch_idx) == (1, 1):
-            raise KeyboardInterrupt
-        return schedule(epoch, batch_idx, *args)
-
-    monkeypatch.setattr(wsi_train, "albef_lr", killed_in_epoch_1)
+    revive = kill_training_at(wsi_train, epoch=1, batch=1)
     with pytest.raises(KeyboardInterrupt):
         train_triplet(_encoder, as_dataset, None, config, tmp_path / "resumed", progress=False)
-    monkeypatch.setattr(wsi_train, "albef_lr", schedule)
+    revive()
     resumed = train_triplet(_encoder, as_dataset, None, config, tmp_path / "resumed", progress=False)
 
     a, b = (load_encoder(tmp_path / d / "last.pt").state_dict() for d in ("whole", "resumed"))
