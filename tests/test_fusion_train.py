@@ -147,3 +147,16 @@ def test_train_fusion_cli_needs_only_the_gpu_machine_stack() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "--variant" in done.stdout and "torchrun" in done.stdout
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (bf16 autocast path)")
+def test_bf16_training_on_the_gpu_tracks_fp32(tmp_path: Path) -> None:
+    data = tiny_pairs()
+    image_encoder, rna_encoder = tiny_encoders()
+    histories = {}
+    for bf16 in (False, True):
+        config = variant_config("frozen", **TINY_FUSION, device="cuda", amp_bf16=bf16)
+        histories[bf16] = train_fusion(config, data, image_encoder, rna_encoder, tmp_path / str(bf16),
+                                       progress=False)
+    np.testing.assert_allclose(histories[True]["train_itc"], histories[False]["train_itc"], rtol=0.05)
+    assert (histories[True]["pairs_per_s"] > 0).all()

@@ -65,12 +65,11 @@ def test_all_notebooks_execute_on_the_demo_profile(tmp_path: Path) -> None:
 
 
 @pytest.mark.notebook
-def test_chapter_1_runs_the_reference_profile_offline_from_the_mirror(tmp_path: Path) -> None:
+def test_every_chapter_runs_the_reference_profile_offline_from_the_mirror(tmp_path: Path) -> None:
     mirror = mirror_root()
     config = StudyConfig(profile="reference", run_dir=tmp_path / "run", seed=0, device="cpu", data_mirror=mirror,
                          cache_dir=tmp_path / "empty-cache")
-    smoke = {k: v for k, v in SMOKE_PARAMETERS.items() if k not in ("encoder_img_size", "fixes_epochs")}  # 1-2 only
-    run_study(config, notebook_dir=NOTEBOOKS, only=["01_data", "rna"], parameters=smoke, progress=False)
+    run_study(config, notebook_dir=NOTEBOOKS, parameters=SMOKE_PARAMETERS, progress=False)
     data = json.loads((config.run_dir / "metrics" / "01_data.json").read_text())
     assert data["profile"] == "reference" and data["lineages"] == 6 and data["pool_samples"] == 173 - 6
     assert data["subtype_counts"] == {"Classical": 38, "Mesenchymal": 56, "Neural": 26, "Proneural": 53}
@@ -78,6 +77,11 @@ def test_chapter_1_runs_the_reference_profile_offline_from_the_mirror(tmp_path: 
     rna = json.loads((config.run_dir / "metrics" / "rna.json").read_text())
     assert rna["n_samples"] == 173 and rna["subtype_chance"] == pytest.approx(56 / 173)
     assert {"subtype_acc", "subtype_acc_raw", "c_index"} <= set(rna)
+    wsi = json.loads((config.run_dir / "metrics" / "wsi.json").read_text())
+    fusion = json.loads((config.run_dir / "metrics" / "fusion.json").read_text())
+    assert wsi["n_slides"] == 6 and fusion["pairs"] == {"pairs": wsi["n_patches"], "slides": 6, "lineages": 6,
+                                                        "patients": 6}
+    assert fusion["variants"]["chromosome"]["patient"]["epochs"] == 2
 
 
 def test_notebooks_are_stored_without_outputs_and_with_parameters() -> None:

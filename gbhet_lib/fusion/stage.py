@@ -70,8 +70,9 @@ def prepare_pairing(run_dir: str | Path, lineages: Any, token_sets: Mapping[str,
 
     Args:
         run_dir: the run directory (chapters 2 and 3 finished).
-        lineages: a table indexed by lineage id with ``patient_id`` (every lineage that has a slide, with or
-            without RNA), e.g. ``cohort.lineages``.
+        lineages: a table indexed by lineage id with ``patient_id`` and ``rna_sample_id`` (the lineage's sample
+            in chapter 2's expression; missing = no RNA; without the column the lineage id is the sample id):
+            every lineage that has a slide, with or without RNA, e.g. ``cohort.lineages``.
         token_sets: token set name (``ppi``, ``chromosome``) → token name → genes.
 
     The lineage profiles and the pool are scaled exactly as chapter 2 fed its encoder (per-gene z-scores fitted
@@ -90,14 +91,16 @@ def prepare_pairing(run_dir: str | Path, lineages: Any, token_sets: Mapping[str,
     if record.get("standardise", False):
         values = standardise_genes(values, fit_on)
     pool = pd.Index(record["pool"])
-    has_rna = [lid for lid in lineages.index if lid in values.index]
+    sample_of = lineages["rna_sample_id"] if "rna_sample_id" in lineages else pd.Series(lineages.index,
+                                                                                         index=lineages.index)
+    has_rna = [lid for lid, sample in sample_of.items() if pd.notna(sample) and sample in values.index]
     genes = list(values.columns)
     position = {g: j for j, g in enumerate(genes)}
     out = run_dir / PAIRING
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out) as tmp, h5py.File(tmp, "w") as h5:
         h5["genes"] = _strings(genes)
-        h5["rna/values"] = values.loc[has_rna].to_numpy(np.float32)
+        h5["rna/values"] = values.loc[sample_of[has_rna]].to_numpy(np.float32)
         h5["rna/lineages"] = _strings(has_rna)
         h5["pool/values"] = values.loc[pool].to_numpy(np.float32)
         h5["pool/samples"] = _strings(pool)
