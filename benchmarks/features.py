@@ -4,8 +4,8 @@
 * end to end: :func:`gbhet_lib.wsi.features.extract_features` on a patch-store HDF5 (``patches`` (N, 256, 256, 3)
   uint8): read (in a background thread), copy to the device, resize/normalise, encode, copy the features back.
 
-The share of peak is (FLOP per patch × patches/s) / ``--peak-flops`` (default 788e12, the H100 SXM dense bf16 peak;
-pass the figure of your GPU). FLOP per patch is counted from the model (2 per multiply-add: patch embedding, the
+The share of peak is (FLOP per patch × patches/s) / ``--peak-flops`` (default: the dense bf16 peak of the GPU
+found by name in ``gpu_peaks.py``, e.g. 989e12 for an H100 SXM; unknown GPUs get no share rather than a guess). FLOP per patch is counted from the model (2 per multiply-add: patch embedding, the
 blocks' linear layers and attention products, the projection): 46.4 GFLOP for ViT-B/16 at 256 px.
 
 GPU:   python benchmarks/features.py --device cuda --n 4096
@@ -23,6 +23,8 @@ from typing import Callable
 import h5py
 import numpy as np
 import torch
+
+from gpu_peaks import bf16_peak  # benchmarks/ is on sys.path
 
 from gbhet_lib.training import bf16_autocast, resolve_device
 from gbhet_lib.wsi.encoder import PAPER_ARCH, PatchEncoder
@@ -71,12 +73,16 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=4096, help="patches per measurement")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=1, help="timed passes over the n patches")
-    parser.add_argument("--peak-flops", type=float, default=788e12, help="the device's dense bf16 peak, FLOP/s")
+    parser.add_argument("--peak-flops", type=float, default=None,
+                        help="the device's dense bf16 peak, FLOP/s (default: from the GPU name, gpu_peaks.py)")
     parser.add_argument("--store", help="an existing patch-store HDF5 (default: a random one of n patches)")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
 
     device = resolve_device(args.device)
+    if args.peak_flops is None:
+        args.peak_flops = bf16_peak(torch.cuda.get_device_name(device)) if device.type == "cuda" else None
+    peak = args.peak_flops or float("nan")  # unknown device: the share of peak is NaN, not a guess
     torch.manual_seed(0)
     encoder = PatchEncoder(args.arch, img_size=args.img_size).to(device).eval()
     flops = flops_per_patch(encoder)
@@ -104,10 +110,10 @@ def main() -> None:
                                      ("end-to-end", end_to_end, n_store)):
                     rate = n / _timed(run, device, args.repeats)
                     rows.append({"precision": precision, "mode": mode, "patches_per_s": rate,
-                                 "tflops": rate * flops / 1e12, "share_of_bf16_peak": rate * flops / args.peak_flops})
+                                 "tflops": rate * flops / 1e12, "share_of_bf16_peak": rate * flops / peak})
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print(f"{args.arch} @ {args.img_size} px, {encoder.n_tokens} tokens, {flops / 1e9:.1f} GFLOP/patch, "
-          f"batch {args.batch_size}, device {name}, peak {args.peak_flops:.3g} FLOP/s")
+          f"batch {args.batch_size}, device {name}, peak {'%.3g FLOP/s' % args.peak_flops if args.peak_flops else 'unknown'}")
     for r in rows:
         print(f"{r['precision']:>5} {r['mode']:>11}: {r['patches_per_s']:9.1f} patches/s  {r['tflops']:8.3f} TFLOP/s  "
               f"{100 * r['share_of_bf16_peak']:6.2f} % of peak")

@@ -77,18 +77,9 @@ from gbhet_lib.rna.model import ClusterTokenTransformer
 from gbhet_lib.rna.train import TokenData
 from gbhet_lib.training import _optimizer as trainer_optimizer  # the trainer's AdamW (no decay on 1-D, fused on CUDA)
 from gbhet_lib.training import resolve_device, seed_everything
+from gpu_peaks import bf16_peak  # noqa: E402  (benchmarks/ is on sys.path)
 from gbhet_lib.wsi.encoder import CLIP_MEAN, CLIP_STD, PAPER_ARCH, PatchEncoder, demo_encoder, preprocess
 
-# Dense (no sparsity) bf16 tensor-core peaks, FLOP/s, from NVIDIA's data sheets; the first pattern found in
-# torch.cuda.get_device_name() wins (so the specific ones come first).
-BF16_PEAK_FLOPS = (
-    ("H100 PCIe", 756e12),
-    ("H100 NVL", 835e12),
-    ("H200 NVL", 835e12),
-    ("H100", 989e12),  # SXM5 ("NVIDIA H100 80GB HBM3")
-    ("H200", 989e12),  # SXM
-    ("A100", 312e12),
-)
 DATA_BATCH = 64  # the authors' DataLoader batch in the data-path comparison
 
 
@@ -100,13 +91,6 @@ def device_name(device: torch.device) -> str:
 def device_kind(device: torch.device) -> str:
     """``cpu`` or the GPU name, lower case, runs of other characters as one ``-`` (``nvidia-h100-80gb-hbm3``)."""
     return re.sub(r"[^a-z0-9]+", "-", device_name(device).lower()).strip("-")
-
-
-def bf16_peak(name: str) -> float | None:
-    for pattern, flops in BF16_PEAK_FLOPS:
-        if pattern.lower() in name.lower():
-            return flops
-    return None
 
 
 def machine(device: torch.device) -> dict[str, Any]:
