@@ -324,7 +324,8 @@ def train_variant(run_dir: str | Path, variant: str, policy: str = "patch", devi
         image_encoder, wsi_path = wsi_encoder_for_split(run_dir, policy, data, device)
         rna_encoder, rna_path = rna_encoder_for(run_dir, token_set, device)
         config = variant_config(variant, **{"seed": 42, **overrides, "device": device})
-        extra = {"name": name, "variant": variant, "policy": policy, "split_digest": split["digest"], "token_set": token_set,
+        extra = {"name": name, "variant": variant, "policy": policy, "split_digest": split["digest"],
+                 "token_set": token_set,
                  "wsi_encoder": str(wsi_path.relative_to(run_dir)), "rna_encoder": str(rna_path.relative_to(run_dir))}
         folder = settings_folder(run_dir / FUSION_MODELS, f"{name}-{policy}", config.to_dict(), extra, world)
         history = train_fusion(config, data.subset(train_rows), image_encoder, rna_encoder, folder,

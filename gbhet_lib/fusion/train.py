@@ -34,7 +34,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import pandas as pd
 import torch
 from torch import Tensor, nn
@@ -211,7 +210,8 @@ def fusion_losses(trainable: nn.Module, parts: FusionTrainable, images: Tensor, 
     itc = itc_loss(out.image_embedding, out.rna_embedding, tau.float(), config.symmetric, groups,
                    image_keys=image_keys, rna_keys=rna_keys, key_groups=key_groups, offset=offset)
     itm = itm_loss(out.itm_logits, len(images))
-    losses = {"itc": itc, "itm": itm, "itm_accuracy": itm_accuracy(out.itm_logits, len(images))}
+    losses = {"itc": itc, "itm": itm, "itm_accuracy": itm_accuracy(out.itm_logits, len(images)),
+              "itm_negatives": torch.tensor(float(n_rows(out.negatives)), device=device)}
     total = config.c_itc * itc + config.c_itm * itm
     if config.c_rec > 0:
         rec = reconstruction_loss([r.float() for r in out.reconstruction], rna, config.reconstruction)
@@ -273,7 +273,8 @@ def train_fusion(config: FusionConfig, data: PairedPatches, image_encoder: Patch
 
     Returns:
         The history, one row per epoch: ``epoch``, ``lr``, ``train_loss``, ``train_itc``, ``train_itm``,
-        ``train_itm_accuracy``, ``train_reconstruction`` (when ``c_rec`` > 0), ``train_temperature``,
+        ``train_itm_accuracy``, ``train_itm_negatives`` (per batch), ``train_reconstruction`` (when ``c_rec`` > 0),
+        ``train_temperature``,
         ``train_samples``, ``skipped_batches``, ``train_seconds``, ``pairs_per_s`` and with ``val`` the metrics of
         :func:`evaluate_fusion` prefixed ``val_``.
     """
