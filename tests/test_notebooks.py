@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -62,6 +65,19 @@ def test_all_notebooks_execute_on_the_demo_profile(tmp_path: Path) -> None:
     record = read_trained(config.run_dir, "best", "patient")
     assert len(record["history"]) == 3 and record["split_digest"] == read_split(config.run_dir, "patient")["digest"]
     assert (config.run_dir / record["checkpoint"]).exists()
+    # and data-parallel on the demo cohort: torchrun, 2 CPU processes (gloo) × 8 against 1 process × 16
+    common = ["train-fusion", "--run-dir", str(config.run_dir), "--variant", "frozen", "--policy", "patient",
+              "--epochs", "2", "--device", "cpu", "--no-progress", "--set", "gather_negatives=true"]
+    assert main(common + ["--batch-size", "16", "--name", "one-process"]) == 0
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    launched = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                               "-m", "gbhet_lib.cli", *common, "--batch-size", "8", "--name", "two-processes"],
+                              env=env, capture_output=True, text=True, timeout=600)
+    assert launched.returncode == 0, launched.stderr[-3000:]
+    one, two = (read_trained(config.run_dir, name, "patient") for name in ("one-process", "two-processes"))
+    assert (one["world_size"], two["world_size"]) == (1, 2)
+    np.testing.assert_allclose([e["train_itc"] for e in two["history"]], [e["train_itc"] for e in one["history"]],
+                               rtol=1e-3)
 
 
 @pytest.mark.notebook
