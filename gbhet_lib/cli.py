@@ -7,6 +7,7 @@ h5py, numpy and pandas are installed (the GPU machine)."""
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 import time
@@ -242,6 +243,8 @@ def _cmd_train_fusion(args: argparse.Namespace) -> int:
         overrides["compile"] = True
     record = train_variant(args.run_dir, args.variant, args.policy, device,
                            progress=not args.no_progress and sys.stderr.isatty(), name=args.name, **overrides)
+    if int(os.environ.get("RANK", "0")) > 0:
+        return 0  # under torchrun, rank 0 reports
     last = record["history"][-1]
     print(f"gbhet train-fusion: {args.variant} on the {args.policy!r} split, {record['pairs']['train']} training "
           f"pairs ({record['excluded']['patches_without_rna']} patches without RNA left out), "
