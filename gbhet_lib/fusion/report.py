@@ -53,9 +53,9 @@ def metrics(records: Mapping[tuple[str, str], Mapping[str, Any]], variants: Sequ
     table = summary(records)
     out: dict[str, Any] = {}
     for variant in variants:
-        rows = table.xs(variant, level="variant") if variant in table.index.get_level_values(0) else None
-        if rows is None:
+        if variant not in table.index.get_level_values("variant"):
             continue
+        rows = table.xs(variant, level="variant")
         out[variant] = {policy: {k: (v.item() if hasattr(v, "item") else v) for k, v in row.dropna().items()}
                         for policy, row in rows.iterrows()}
     return out

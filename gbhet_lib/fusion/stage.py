@@ -301,7 +301,7 @@ def train_variant(run_dir: str | Path, variant: str, policy: str = "patch", devi
     import torch
 
     from .distributed import process_group, rank_device
-    from .train import build_model, train_fusion, trainable_parameters, variant_config, variant_tokens
+    from .train import train_fusion, variant_config, variant_tokens
 
     run_dir = Path(run_dir)
     device = rank_device(device)
@@ -315,11 +315,10 @@ def train_variant(run_dir: str | Path, variant: str, policy: str = "patch", devi
             data = load_pairing(run_dir, token_set, wsi_record["encoder"]["img_size"])
         split = read_split(run_dir, policy)
         train_rows, held_rows = split_rows(data, split)
-        # encoders are made by rank 0 first (one training, not one per rank), then read by every rank
-        if rank == 0:
-            wsi_encoder_for_split(run_dir, policy, data, device)
-            rna_encoder_for(run_dir, token_set, device)
-        if world > 1:
+        if world > 1:  # rank 0 makes the encoders (one training, not one per rank), then every rank reads them
+            if rank == 0:
+                wsi_encoder_for_split(run_dir, policy, data, device)
+                rna_encoder_for(run_dir, token_set, device)
             torch.distributed.barrier()
         image_encoder, wsi_path = wsi_encoder_for_split(run_dir, policy, data, device)
         rna_encoder, rna_path = rna_encoder_for(run_dir, token_set, device)
@@ -335,7 +334,7 @@ def train_variant(run_dir: str | Path, variant: str, policy: str = "patch", devi
                   "settings": config.to_dict(), "world_size": world,
                   "pairs": {"train": int(len(train_rows)), "held_out": int(len(held_rows))},
                   "excluded": data.excluded,
-                  "trainable_parameters": trainable_parameters(build_model(config, image_encoder, rna_encoder)),
+                  "trainable_parameters": history.attrs["trainable_parameters"],
                   "history": json.loads(history.to_json(orient="records"))}
         if rank == 0:
             write_json_atomic(run_dir / FUSION_MODELS / f"{name}-{policy}.json", record)

@@ -136,9 +136,15 @@ def variant_tokens(variant: str) -> str:
 
 # ---------------------------------------------------------------------------------------------------- model
 def build_model(config: FusionConfig, image_encoder: PatchEncoder, rna_encoder: ClusterTokenTransformer) -> FusionModel:
-    """A :class:`FusionModel` over copies of the two encoders (the arguments are not modified)."""
-    return FusionModel(copy.deepcopy(image_encoder), copy.deepcopy(rna_encoder), config.coattention_dim,
-                       config.heads, config.proj_dim, config.freeze_encoders, config.frozen_mode)
+    """A :class:`FusionModel` over copies of the two encoders (the arguments are not modified).
+
+    Without the reconstruction loss (``c_rec`` = 0) the RNA decoders get no gradient, so they are marked as not
+    trainable: parameter counts say so and DDP needs no unused-parameter search."""
+    model = FusionModel(copy.deepcopy(image_encoder), copy.deepcopy(rna_encoder), config.coattention_dim,
+                        config.heads, config.proj_dim, config.freeze_encoders, config.frozen_mode)
+    if config.c_rec == 0:
+        model.rna_encoder.decoder.requires_grad_(False)
+    return model
 
 
 def model_spec(model: FusionModel) -> dict[str, Any]:
@@ -239,10 +245,12 @@ def evaluate_fusion(parts: FusionTrainable, data: PairedPatches, config: FusionC
     order = torch.randperm(len(data), generator=torch.Generator().manual_seed(config.seed + 2))
     size = batch_size or config.batch_size
     sums: dict[str, float] = {}
+    n = 0
     for start in range(0, len(data), size):
         rows = order[start:start + size]
         if len(rows) < 2:
             continue
+        n += len(rows)
         images, rna, lineage = batches.batch(rows)
         losses = {k: float(v) for k, v in fusion_losses(parts, parts, images, rna, lineage, eval_config,
                                                          device).items() if k != "temperature"}
@@ -251,7 +259,6 @@ def evaluate_fusion(parts: FusionTrainable, data: PairedPatches, config: FusionC
         for k, v in losses.items():
             sums[k] = sums.get(k, 0.0) + v * len(rows)
     parts.train(was_training)
-    n = sum(len(order[s:s + size]) for s in range(0, len(data), size) if len(order[s:s + size]) >= 2)
     return {k: v / n for k, v in sums.items()}
 
 
@@ -276,7 +283,8 @@ def train_fusion(config: FusionConfig, data: PairedPatches, image_encoder: Patch
         ``train_itm_accuracy``, ``train_itm_negatives`` (per batch), ``train_reconstruction`` (when ``c_rec`` > 0),
         ``train_temperature``,
         ``train_samples``, ``skipped_batches``, ``train_seconds``, ``pairs_per_s`` and with ``val`` the metrics of
-        :func:`evaluate_fusion` prefixed ``val_``.
+        :func:`evaluate_fusion` prefixed ``val_``. ``history.attrs["trainable_parameters"]``: the counts of
+        :func:`trainable_parameters`.
     """
     device = resolve_device(config.device)
     if list(rna_encoder.token_sizes) != data.rna.token_sizes:
@@ -287,8 +295,6 @@ def train_fusion(config: FusionConfig, data: PairedPatches, image_encoder: Patch
     rank, world = distributed()
     seed_everything(config.seed)  # the same initial weights on every rank
     fusion = build_model(config, image_encoder, rna_encoder)
-    if config.c_rec == 0:  # the decoders get no gradient without the reconstruction loss: say so explicitly
-        fusion.rna_encoder.decoder.requires_grad_(False)
     parts = FusionTrainable(fusion, Temperature(config.temperature, config.learnable_temperature)).to(device)
     torch.manual_seed(config.seed + rank)  # per-rank dropout
     trainable: nn.Module = parts
@@ -316,4 +322,5 @@ def train_fusion(config: FusionConfig, data: PairedPatches, image_encoder: Patch
     history = fit(run, len(data), step, evaluate if val is not None else None, checkpoint_dir, progress, albef_lr,
                   epoch_order=order)
     history["pairs_per_s"] = history["train_samples"] / history["train_seconds"]
+    history.attrs["trainable_parameters"] = trainable_parameters(fusion)
     return history
