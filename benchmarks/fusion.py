@@ -75,7 +75,7 @@ from gbhet_lib.fusion.train import FusionConfig, FusionTrainable, build_model, f
 from gbhet_lib.rna.losses import Temperature
 from gbhet_lib.rna.model import ClusterTokenTransformer
 from gbhet_lib.rna.train import TokenData
-from gbhet_lib.training import _optimizer as trainer_optimizer  # the trainer's AdamW (no decay on 1-D, fused on CUDA)
+from gbhet_lib.training import build_optimizer as trainer_optimizer  # the trainer's AdamW (no decay on 1-D, fused on CUDA)
 from gbhet_lib.training import resolve_device, seed_everything
 from gpu_peaks import bf16_peak  # noqa: E402  (benchmarks/ is on sys.path)
 from gbhet_lib.wsi.encoder import CLIP_MEAN, CLIP_STD, PAPER_ARCH, PatchEncoder, demo_encoder, preprocess

@@ -107,8 +107,10 @@ def _parser() -> argparse.ArgumentParser:
                     "(`torchrun --nproc_per_node=N -m gbhet_lib.cli train-fusion ...`) it runs data-parallel.")
     fusion.add_argument("--run-dir", type=Path, required=True)
     fusion.add_argument("--variant", required=True, choices=("best", "frozen", "chromosome"))
-    fusion.add_argument("--policy", default="patch", choices=("patch", "slide", "lineage", "patient"),
-                        help="which recorded split to train on (default: patch, the paper's)")
+    fusion.add_argument("--policy", default="patch", type=_split_name, metavar="SPLIT",
+                        help="which recorded split to train on: patch (the paper's, default), slide, lineage, "
+                             "patient, or a patient cross-validation fold written by the chapter, e.g. "
+                             "patient_cv-0of5 (models/splits/<SPLIT>.json)")
     fusion.add_argument("--device", default="auto", choices=DEVICES)
     fusion.add_argument("--epochs", type=int, default=None, help="default: the paper's 10")
     fusion.add_argument("--batch-size", type=int, default=None, help="per process; default: the paper's 64")
@@ -227,6 +229,18 @@ def _cmd_tile(args: argparse.Namespace) -> int:
           f"failed; {int(report['patches'].sum())} patches in {args.out} after {time.perf_counter() - start:.1f} s",
           file=sys.stderr)
     return 1 if counts.get("failed", 0) else 0
+
+
+def _split_name(value: str) -> str:
+    """A split policy or a cross-validation fold name (``patient_cv-<k>of<K>``), else an argparse error."""
+    import re
+
+    from .evaluate.splits import SPLIT_POLICIES
+
+    if value in SPLIT_POLICIES or re.fullmatch(r"patient_cv-\d+of\d+", value):
+        return value
+    raise argparse.ArgumentTypeError(f"{value!r} is not a split: use one of {', '.join(SPLIT_POLICIES)} or a "
+                                     "cross-validation fold such as patient_cv-0of5")
 
 
 def _cmd_train_fusion(args: argparse.Namespace) -> int:

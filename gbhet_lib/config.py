@@ -74,10 +74,16 @@ class StudyConfig:
 
     @property
     def resolved_device(self) -> str:
-        """``cuda`` or ``cpu``: what ``device='auto'`` means on this machine."""
-        if self.device == "auto":
-            return "cuda" if cuda_available() else "cpu"
-        return self.device
+        """``cuda`` or ``cpu``: what ``device='auto'`` means on this machine.
+
+        The rule is :func:`gbhet_lib.training.device.device_name`'s (the one place device is decided); where torch
+        is missing or sees no GPU its answer is known without importing the training stack (``auto`` → ``cpu``),
+        so the data chapters run without torch."""
+        if not cuda_available():
+            return "cpu" if self.device == "auto" else self.device
+        from .training.device import device_name
+
+        return device_name(self.device)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (paths as strings)."""

@@ -199,3 +199,65 @@ def loss_curves(history: pd.DataFrame, terms: Sequence[str], hue: str = "policy"
     labelled.legend(frameon=False, fontsize=8, title=f"{hue} (dashed: held out)", title_fontsize=8)
     fig.tight_layout()
     return fig
+
+
+# ------------------------------------------------------------------------------------- chapter helpers
+def history_panels(history: pd.DataFrame, panels: Sequence[Sequence[str]], width: float = 5.0) -> Figure:
+    """One panel per group of ``history`` columns (e.g. training and validation losses) against ``epoch``."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(width * len(panels), 3.2), squeeze=False)
+    for ax, columns in zip(axes.ravel(), panels):
+        history.plot(x="epoch", y=list(columns), ax=ax)
+    return fig
+
+
+def size_factor_scatter(table: pd.DataFrame, r: float, ax: Axes | None = None) -> Axes:
+    """Planted vs estimated size factors (``table`` columns ``planted``, ``estimated``) on log axes."""
+    ax = ax or plt.subplots(figsize=(4, 3.5))[1]
+    ax.scatter(table["planted"], table["estimated"], s=6, alpha=0.6)
+    ax.set(xscale="log", yscale="log", xlabel="planted", ylabel="DESeq2 estimate", title=f"size factors, log r = {r:.3f}")
+    return ax
+
+
+def cohort_expression(cohort) -> Figure:
+    """Chapter 1's expression figure: for raw counts, log library sizes (lineages, pool) and the pool's library
+    size against its planted size factor; for normalised values, the per-sample distributions of the lineages."""
+    from .data.summary import library_sizes
+
+    if cohort.expression_unit != "raw_counts":
+        return sample_distributions(cohort.expression_lineages).figure
+    sizes = {"lineages": library_sizes(cohort.expression_lineages), "pool": library_sizes(cohort.expression_pool)}
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+    library_size_histogram(sizes, ax=axes[0])
+    pool = sizes["pool"]
+    axes[1].scatter(cohort.truth.size_factors[pool.index], pool, s=8, alpha=0.6)
+    axes[1].set(xscale="log", yscale="log", xlabel="planted size factor", ylabel="library size")
+    return fig
+
+
+def program_and_module_correlation(programs: pd.DataFrame, modules: pd.DataFrame) -> Figure:
+    """Two annotated correlation heat maps side by side: between programs, and between module genes."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    correlation_heatmap(programs, ax=axes[0]).set_title("programs")
+    correlation_heatmap(modules, ax=axes[1]).set_title("module genes")
+    return fig
+
+
+def ppi_overview(edges: pd.DataFrame, communities: pd.DataFrame | None = None,
+                 highlight: Sequence[str] = ()) -> Figure:
+    """Community sizes (when ``communities``, a :func:`gbhet_lib.data.summary.community_summary`) beside the
+    degree distribution of the graph ``edges``; the degree distribution alone otherwise."""
+    if communities is None:
+        return degree_distribution(edges).figure
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.2), width_ratios=[2, 1])
+    community_sizes(communities, highlight=highlight, ax=axes[0])
+    degree_distribution(edges, ax=axes[1])
+    return fig
+
+
+def kaplan_meier_panels(comparisons: dict) -> Figure:
+    """One Kaplan–Meier panel per named group comparison, sharing the survival axis."""
+    fig, axes = plt.subplots(1, len(comparisons), figsize=(5.5 * len(comparisons), 3.8), sharey=True, squeeze=False)
+    for ax, (name, comparison) in zip(axes.ravel(), comparisons.items()):
+        kaplan_meier(comparison, ax=ax)
+        ax.set_title(f"{name}: " + ax.get_title())
+    return fig

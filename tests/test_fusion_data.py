@@ -1,18 +1,24 @@
 """Fusion pairing data (spec §5.4): patches paired with their lineage's RNA, exclusions counted, patch stores read,
-batches, lineage-balanced epochs, and the patient-held-out split."""
+batches, lineage-balanced epochs, the patient-held-out split, and patches streamed from the stores beyond a memory
+budget (the same bytes, batches and training history as in memory)."""
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import h5py
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
-from gbhet_lib.fusion.data import PairBatches, PairedPatches, lineage_balanced_order, pair_patches, \
-    read_patch_stores, resize_patches
+from fusion_tiny import TINY_FUSION, tiny_encoders, tiny_pairs
+
+from gbhet_lib.fusion.data import PairBatches, PairedPatches, PatchStoreImages, StreamedPatches, \
+    lineage_balanced_order, pair_patches, read_patch_stores, resize_patches
+from gbhet_lib.fusion.train import train_fusion, variant_config
 from gbhet_lib.rna.train import TokenData
-from gbhet_lib.wsi.train import split_patches
+from gbhet_lib.wsi.train import PatchArrays, split_patches
 
 LINEAGES = ["SR1A", "SR1B", "SR2A"]
 PATIENT = {"SR1A": "P1", "SR1B": "P1", "SR2A": "P2"}
@@ -126,6 +132,100 @@ def test_read_patch_stores_keys_and_resizing(tmp_path: Path) -> None:
         read_patch_stores([])
 
 
+# ------------------------------------------------------------------------------------------ streamed patches
+def _chunked_store(path: Path, slide: str, patches: np.ndarray) -> Path:
+    """A store laid out as :func:`gbhet_lib.wsi.patch_store.build_patch_store` writes it (one patch per chunk)."""
+    with h5py.File(path, "w") as store:
+        store.create_dataset("patches", data=patches, chunks=(1, *patches.shape[1:]), compression="lzf")
+        store.attrs["slide_name"] = slide
+    return path
+
+
+def _random_stores(tmp_path: Path, counts: tuple[int, ...] = (7, 1, 12), side: int = 12) -> list[Path]:
+    rng = np.random.default_rng(5)
+    return [_chunked_store(tmp_path / f"s{k}.h5", f"s{k}", rng.integers(0, 256, (n, side, side, 3), dtype=np.uint8))
+            for k, n in enumerate(counts)]
+
+
+@pytest.mark.parametrize("size", [5, None])
+def test_streamed_patches_are_the_bytes_of_the_in_memory_path(tmp_path: Path, size: int | None) -> None:
+    stores = _random_stores(tmp_path)
+    memory, slides, keys = read_patch_stores(stores, size)
+    streamed, slides_s, keys_s = read_patch_stores(stores, size, memory_budget_bytes=memory.nbytes - 1)
+    assert isinstance(memory, np.ndarray) and isinstance(streamed, PatchStoreImages)
+    assert isinstance(read_patch_stores(stores, size, memory_budget_bytes=memory.nbytes)[0], np.ndarray)
+    assert (len(streamed), streamed.shape, streamed.dtype, streamed.ndim) == (20, memory.shape, np.uint8, 4)
+    assert slides_s.tolist() == slides.tolist() and keys_s.tolist() == keys.tolist()
+    rows = np.array([19, 0, 7, 3, 3, 12, 8, 1])  # unsorted, repeated, across the three stores
+    np.testing.assert_array_equal(streamed[rows], memory[rows])
+    np.testing.assert_array_equal(streamed[4], memory[4])
+    np.testing.assert_array_equal(streamed[2:9:3], memory[2:9:3])
+    np.testing.assert_array_equal(streamed[memory[:, 0, 0, 0] > 128], memory[memory[:, 0, 0, 0] > 128])
+    np.testing.assert_array_equal(streamed.select(rows)[[1, 0]], memory[rows][[1, 0]])
+    assert streamed[np.zeros(0, dtype=np.int64)].shape == (0, *memory.shape[1:])
+    with pytest.raises(IndexError, match="integer or boolean"):
+        streamed[np.array([0.5])]
+
+
+def test_streamed_pairs_give_identical_batches_subsets_and_triplet_data(tmp_path: Path) -> None:
+    stores = _random_stores(tmp_path, counts=(6, 4, 5, 3))
+    lineage_of = {"s0": "SR1A", "s1": "SR1B", "s2": "SR9Z", "s3": "SR2A"}  # s2's lineage has no RNA
+    paired = {}
+    for budget in (None, 0):
+        images, slides, keys = read_patch_stores(stores, 8, memory_budget_bytes=budget)
+        paired[budget] = pair_patches(images, slides, keys, lineage_of, PATIENT, _rna())
+    memory, streamed = paired[None], paired[0]
+    assert isinstance(streamed.images, PatchStoreImages) and len(streamed) == len(memory) == 13
+    assert streamed.excluded == memory.excluded and streamed.excluded["patches_without_rna"] == 5
+    rows = torch.tensor([12, 0, 5, 5, 9, 3])
+    for a, b in zip(PairBatches(memory, torch.device("cpu")).batch(rows),
+                    PairBatches(streamed, torch.device("cpu")).batch(rows)):
+        for x, y in zip(a if isinstance(a, list) else [a], b if isinstance(b, list) else [b]):
+            assert x.dtype == y.dtype and torch.equal(x, y)
+    part = streamed.subset([11, 2, 7])
+    assert isinstance(part.images, PatchStoreImages)
+    np.testing.assert_array_equal(part.images[[0, 1, 2]], memory.subset([11, 2, 7]).images)
+    triplet, reference = streamed.triplet_data([1, 8, 12]), memory.triplet_data([1, 8, 12])
+    assert isinstance(triplet, StreamedPatches) and isinstance(reference, PatchArrays)
+    assert len(triplet) == 3 and triplet.labels.tolist() == reference.labels.tolist()
+    for i in range(3):
+        image, label = triplet[i]
+        np.testing.assert_array_equal(image, reference[i][0])
+        assert label == reference[i][1] and isinstance(label, int)
+
+
+def test_streamed_patches_reopen_their_stores_in_other_processes(tmp_path: Path) -> None:
+    stores = _random_stores(tmp_path)
+    memory, _, _ = read_patch_stores(stores, 6)
+    streamed = read_patch_stores(stores, 6, memory_budget_bytes=0)[0]
+    streamed[[0, 10]]  # opens handles in this process
+    copy = pickle.loads(pickle.dumps(streamed.dataset(np.arange(20))))  # paths travel, handles do not
+    assert not copy.images.files._handles
+    np.testing.assert_array_equal(copy.images[[3, 19]], memory[[3, 19]])
+    loader = torch.utils.data.DataLoader(streamed.dataset(np.arange(20)), batch_size=5, num_workers=2,
+                                         multiprocessing_context="fork")
+    images = torch.cat([batch[0] for batch in loader])  # forked workers reopen the files
+    np.testing.assert_array_equal(images.numpy(), memory)
+
+
+def test_training_one_epoch_streamed_gives_the_in_memory_history(tmp_path: Path) -> None:
+    data = tiny_pairs()
+    stores = [_chunked_store(tmp_path / f"{slide}.h5", slide, data.images[data.patch_slide == slide])
+              for slide in dict.fromkeys(data.patch_slide)]
+    lineage_of = dict(zip(data.patch_slide, data.patch_lineage_id))
+    patient_of = dict(zip(data.patch_lineage_id, data.patch_patient))
+    config = variant_config("best", **{**TINY_FUSION, "epochs": 1})
+    histories = []
+    for budget in (None, 0):
+        pairs = pair_patches(*read_patch_stores(stores, 32, memory_budget_bytes=budget), lineage_of, patient_of,
+                             data.rna)
+        assert isinstance(pairs.images, np.ndarray) == (budget is None)
+        train, val = pairs.subset(np.arange(0, len(pairs), 2)), pairs.subset(np.arange(1, len(pairs), 2))
+        histories.append(train_fusion(config, train, *tiny_encoders(), tmp_path / str(budget), val,
+                                      progress=False).drop(columns=["train_seconds", "pairs_per_s"]))
+    pd.testing.assert_frame_equal(*histories)
+
+
 # ---------------------------------------------------------------------------------------------------- batches
 def test_pair_batches_give_each_patch_its_lineage_rna() -> None:
     pairs = _pairs()
@@ -179,9 +279,9 @@ def test_patient_split_holds_patients_out_whole() -> None:
 
 def test_patient_split_needs_patient_ids() -> None:
     slides, lineages = ["a", "b", "c"], ["x", "y", "z"]
-    with pytest.raises(ValueError, match="patient_ids"):
+    with pytest.raises(ValueError, match="needs one patient id per item"):
         split_patches(slides, lineages, "patient")
-    with pytest.raises(ValueError, match="patient_ids"):
+    with pytest.raises(ValueError, match="one id per item"):
         split_patches(slides, lineages, "patient", patient_ids=["P1", "P2"])
     with pytest.raises(ValueError, match="two patients"):
         split_patches(slides, lineages, "patient", patient_ids=["P1", "P1", "P1"])

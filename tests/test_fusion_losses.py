@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from gbhet_lib.fusion.losses import itc_chance, itc_loss, itm_accuracy, itm_loss, n_rows, rolled_negatives, \
-    similarity_negatives
+from gbhet_lib.fusion.losses import itc_chance, itc_loss, itm_accuracy, itm_loss, n_rows, other_lineage_negatives, \
+    rolled_negatives, similarity_negatives
 
 TAU = 0.005
 
@@ -132,6 +132,38 @@ def test_rolled_negatives_are_the_batch_rolled_by_one() -> None:
     assert a_image.tolist() == [0, 1, 2, 3] and a_rna.tolist() == [3, 0, 1, 2]
     assert b_image.tolist() == [3, 0, 1, 2] and b_rna.tolist() == [0, 1, 2, 3]
     assert n_rows(rolled_negatives(4)) == 8
+
+
+def test_other_lineage_negatives_skip_same_lineage_neighbours_by_hand() -> None:
+    groups = torch.tensor([0, 0, 1, 1, 1, 2])
+    (image_rows, rna_rows), (image_other, rna_own) = other_lineage_negatives(groups)
+    # row 0 ← 5 (wraps), 1 ← 5 (0 shares its lineage), 2 ← 1, 3 ← 1, 4 ← 1, 5 ← 4
+    assert image_rows.tolist() == list(range(6)) and rna_rows.tolist() == [5, 5, 1, 1, 1, 4]
+    assert image_other.tolist() == [5, 5, 1, 1, 1, 4] and rna_own.tolist() == list(range(6))
+
+
+def test_other_lineage_negatives_are_never_true_matches_and_deterministic() -> None:
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(50):
+        groups = torch.randint(0, 3, (int(torch.randint(2, 20, (1,), generator=generator)),), generator=generator)
+        sets = other_lineage_negatives(groups)
+        assert [[t.tolist() for t in pair] for pair in sets] == \
+            [[t.tolist() for t in pair] for pair in other_lineage_negatives(groups.clone())]
+        for image_rows, rna_rows in sets:
+            assert (groups[image_rows] != groups[rna_rows]).all()
+        assert n_rows(sets) == (2 * len(groups) if len(groups.unique()) > 1 else 0)
+
+
+def test_other_lineage_negatives_equal_rolled_when_all_lineages_differ() -> None:
+    for groups in (torch.arange(5), torch.tensor([0, 1, 0, 1]), torch.tensor([3, 1, 2, 0, 1, 2])):
+        got, rolled = other_lineage_negatives(groups), rolled_negatives(len(groups))
+        assert all(torch.equal(a, b) for pair, ref in zip(got, rolled) for a, b in zip(pair, ref))
+
+
+def test_other_lineage_negatives_of_one_lineage_are_empty() -> None:
+    for groups in ([4, 4, 4], [4], []):
+        sets = other_lineage_negatives(torch.tensor(groups, dtype=torch.long))
+        assert len(sets) == 2 and n_rows(sets) == 0 and all(len(a) == len(b) == 0 for a, b in sets)
 
 
 def test_similarity_negatives_never_pair_one_lineage() -> None:

@@ -334,3 +334,26 @@ def test_unfrozen_variant_trains_encoders_but_not_their_unused_heads() -> None:
         assert torch.equal(value, head_before[name]), name
     assert fusion.rna_encoder.proj_head.weight.grad is None
     assert torch.equal(rna.attention_net.cls_token, _encoders()[1].attention_net.cls_token)  # argument untouched
+
+
+@pytest.mark.parametrize("frozen_mode", ["eval", "train"])
+def test_frozen_encoders_pass_input_gradients_for_saliency_and_gene_ranking(frozen_mode: str) -> None:
+    """∂(ITM match logit)/∂pixels and ∂(match)/∂expression are finite and non-zero through frozen encoders,
+    which themselves still get no gradient; without inputs that require one, no graph is built inside them."""
+    parts, _ = _frozen_parts(frozen_mode)
+    fusion = parts.fusion.train()
+    pixels, rna = _inputs()
+    plain = fusion(pixels, rna, rolled_negatives(B))
+    assert not plain.image_tokens.requires_grad and not plain.rna_tokens.requires_grad  # nothing recorded
+    pixels.requires_grad_()
+    for tensor in rna:
+        tensor.requires_grad_()
+    out = fusion(pixels, rna, image_queries="all", reconstruct=False, negatives=rolled_negatives(B))
+    match = out.itm_logits[:B, 1]  # the positives' match logits
+    match.sum().backward()
+    for name, grad in [("pixels", pixels.grad)] + [(f"rna[{k}]", t.grad) for k, t in enumerate(rna)]:
+        assert grad is not None, name
+        assert torch.isfinite(grad).all() and grad.abs().sum() > 0, name
+    assert all(p.grad is None for p in fusion.image_encoder.parameters())
+    assert all(p.grad is None for p in fusion.rna_encoder.parameters())
+    assert fusion.coattention.img_qkv.weight.grad is not None

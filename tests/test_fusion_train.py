@@ -19,6 +19,7 @@ from fusion_tiny import TINY_FUSION, tiny_encoders, tiny_pairs
 from gbhet_lib.config import ConfigError
 from gbhet_lib.fusion import train as fusion_train
 from gbhet_lib.fusion.train import FusionConfig, load_fusion_model, train_fusion, variant_config
+from gbhet_lib.rna.losses import Temperature
 from gbhet_lib.training import read_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
@@ -96,6 +97,69 @@ def test_training_on_pairs_with_signal_beats_chance(tmp_path: Path) -> None:
     assert last["val_itc_chance"] <= math.log(16) + 1e-9
     assert last["val_itc"] < last["val_itc_chance"] - 0.25, history[["train_itc", "val_itc"]]
     assert last["train_itm"] < history["train_itm"].iloc[0]
+
+
+def _untrained(config: FusionConfig) -> fusion_train.FusionTrainable:
+    image_encoder, rna_encoder = tiny_encoders()
+    torch.manual_seed(0)
+    return fusion_train.FusionTrainable(fusion_train.build_model(config, image_encoder, rna_encoder),
+                                        Temperature(config.temperature))
+
+
+def test_evaluate_fusion_scores_itm_with_other_lineage_negatives_and_reports_the_paper_itc() -> None:
+    paper = variant_config("frozen", **TINY_FUSION)
+    fixes = dataclasses.replace(paper, symmetric=True, multi_positive=True, temperature=0.05)
+    parts = _untrained(paper).train()
+    data = tiny_pairs()
+    metrics = fusion_train.evaluate_fusion(parts, data, paper)
+    assert parts.training  # the mode is restored
+    assert metrics == fusion_train.evaluate_fusion(parts, data, paper)  # the same numbers at every call
+    assert set(metrics) == {"loss", "itc", "itc_paper", "itc_chance", "itm", "itm_accuracy", "itm_chance",
+                            "itm_accuracy_chance", "itm_negatives_per_pair", "itm_pairs_without_negatives",
+                            "itm_rolled_true_match_fraction", "reconstruction"}
+    assert metrics["itc_paper"] == metrics["itc"]  # the paper's run: one definition
+    assert metrics["loss"] == pytest.approx(metrics["itc"] + metrics["itm"] + metrics["reconstruction"])
+    # 72 pairs in batches of 16: 4 × 16 + 8; every batch holds several lineages
+    assert metrics["itc_chance"] == pytest.approx((64 * math.log(16) + 8 * math.log(8)) / 72)
+    assert metrics["itm_negatives_per_pair"] == 2 and metrics["itm_pairs_without_negatives"] == 0
+    assert metrics["itm_accuracy_chance"] == pytest.approx(2 / 3) and metrics["itm_chance"] == math.log(2)
+    order = torch.randperm(len(data), generator=torch.Generator().manual_seed(paper.seed + 2)).numpy()
+    lineage = data.patch_lineage[order]
+    same = sum(int((lineage[i:i + 16] == np.roll(lineage[i:i + 16], 1)).sum()) for i in range(0, 72, 16))
+    assert metrics["itm_rolled_true_match_fraction"] == pytest.approx(same / 72)
+    assert 0 < same  # 6 lineages in batches of 16: rolled negatives would hold true matches
+
+    parts.temperature = Temperature(0.05)  # the fixes' τ, for the paper's ITC beside the fixes' ITC
+    with_fixes = fusion_train.evaluate_fusion(parts, data, fixes)
+    assert with_fixes["itc_paper"] == pytest.approx(fusion_train.evaluate_fusion(parts, data, dataclasses.replace(
+        paper, temperature=0.05))["itc"])
+    assert with_fixes["itc"] != pytest.approx(with_fixes["itc_paper"])
+    assert with_fixes["itc_chance"] == metrics["itc_chance"]
+
+
+def test_evaluate_fusion_itm_chance_levels_hold_for_a_head_that_always_says_no_match() -> None:
+    config = variant_config("best", **TINY_FUSION)
+    parts = _untrained(config)
+    with torch.no_grad():
+        parts.fusion.itm_head.weight.zero_()
+        parts.fusion.itm_head.bias.copy_(torch.tensor([1.0, 0.0]))  # "no match" for every pair
+    metrics = fusion_train.evaluate_fusion(parts, tiny_pairs(), config)
+    assert metrics["itm_accuracy"] == pytest.approx(metrics["itm_accuracy_chance"]) == pytest.approx(2 / 3)
+    with torch.no_grad():
+        parts.fusion.itm_head.bias.zero_()  # cannot tell
+    assert fusion_train.evaluate_fusion(parts, tiny_pairs(), config)["itm"] == pytest.approx(math.log(2))
+
+
+def test_evaluate_fusion_counts_pairs_of_single_lineage_batches_without_negatives() -> None:
+    config = variant_config("best", **TINY_FUSION)
+    parts = _untrained(config)
+    data = tiny_pairs()
+    one_lineage = data.subset(np.flatnonzero(data.patch_lineage == 2))  # 12 pairs: batches of one lineage
+    metrics = fusion_train.evaluate_fusion(parts, one_lineage, config)
+    assert metrics["itm_negatives_per_pair"] == 0 and metrics["itm_pairs_without_negatives"] == 12
+    assert metrics["itm_accuracy_chance"] == 0 and metrics["itm_rolled_true_match_fraction"] == 1
+    with pytest.raises(ValueError, match="at least 2"):
+        fusion_train.evaluate_fusion(parts, data.subset([0]), config)
 
 
 def test_checkpoint_records_extra_and_refuses_other_settings(tmp_path: Path) -> None:

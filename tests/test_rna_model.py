@@ -9,7 +9,7 @@ import torch
 from gbhet_lib.rna.losses import Temperature, cox_partial_likelihood, info_nce, mask_view, reconstruction_loss, \
     survival_mse
 from gbhet_lib.rna.model import ClusterTokenTransformer, SurvivalHead
-from gbhet_lib.rna.schedule import albef_lr
+from gbhet_lib.training.schedule import albef_lr
 
 SIZES = [12, 5, 9, 3, 7, 4, 20]  # K = 7, as with the paper's PPI tokens
 

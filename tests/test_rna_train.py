@@ -227,7 +227,7 @@ def test_bf16_pretraining_on_cuda(data: TokenData, tmp_path: Path) -> None:
 def test_training_modules_need_only_torch_numpy_pandas() -> None:
     """The GPU machine has no scanpy, anndata, openslide, networkx or scikit-learn."""
     heavy = ["scanpy", "anndata", "openslide", "networkx", "sklearn", "lifelines", "scipy", "h5py", "matplotlib"]
-    code = ("import sys, gbhet_lib.rna.train, gbhet_lib.rna.losses, gbhet_lib.rna.schedule; "
+    code = ("import sys, gbhet_lib.rna.train, gbhet_lib.rna.losses, gbhet_lib.training.schedule; "
             f"print(sorted(set({heavy!r}) & set(sys.modules)))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"

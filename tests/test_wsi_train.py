@@ -96,7 +96,7 @@ def test_split_policies() -> None:
         split_patches(["a"] * 5, range(5), "slide")
     with pytest.raises(ValueError, match="must be one of"):
         split_patches(slides, lineages, "tumour")
-    with pytest.raises(ValueError, match="needs one patient id per patch"):
+    with pytest.raises(ValueError, match="needs one patient id per item"):
         split_patches(slides, lineages, "patient")
 
 

@@ -1,50 +1,18 @@
-"""``torchrun`` support: process-group set-up from the environment and a differentiable all-gather.
+"""The differentiable all-gather of the fusion losses (ITC negatives from every rank under ``torchrun``).
 
-The authors' trainer could only run under DDP (spec §10.3); here one process is the default and DDP is used only
-when ``torchrun`` set ``WORLD_SIZE`` > 1. NCCL on CUDA, gloo on the CPU. Imports only torch.
+The ``torchrun`` set-up (:func:`launched_by_torchrun`, :func:`rank_device`, :func:`process_group`,
+:func:`distributed`) lives in :mod:`gbhet_lib.training.distributed` and is re-exported here for existing callers.
+Imports only torch.
 """
 from __future__ import annotations
-
-import os
-from contextlib import contextmanager
-from typing import Iterator
 
 import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from ..training import distributed
+from ..training.distributed import distributed, launched_by_torchrun, process_group, rank_device
 
-
-def launched_by_torchrun() -> bool:
-    """True when the environment describes more than one process (``torchrun --nproc_per_node`` > 1)."""
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
-
-
-def rank_device(device: str) -> str:
-    """The device of this rank: ``cuda:<LOCAL_RANK>`` for ``cuda`` under torchrun, otherwise ``device``."""
-    if device == "cuda" and launched_by_torchrun():
-        return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
-    return device
-
-
-@contextmanager
-def process_group(device: str) -> Iterator[tuple[int, int]]:
-    """Initialise the process group when launched by torchrun (and destroy it after); yields (rank, world).
-
-    In a single process nothing is initialised and (0, 1) is yielded, so callers need no special case.
-    """
-    if not launched_by_torchrun() or dist.is_initialized():
-        yield distributed()
-        return
-    backend = "nccl" if device.startswith("cuda") else "gloo"
-    if backend == "nccl":
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    dist.init_process_group(backend)
-    try:
-        yield distributed()
-    finally:
-        dist.destroy_process_group()
+__all__ = ["distributed", "gather", "gather_with_grad", "launched_by_torchrun", "process_group", "rank_device"]
 
 
 def _sizes(x: Tensor) -> list[int]:

@@ -3,7 +3,8 @@
 Paper-faithful defaults: ITC is the image→RNA InfoNCE over in-batch negatives with a fixed τ = 0.005, and every
 off-diagonal pair is a negative, even when two patches of the batch share their lineage (and so their RNA
 profile); ITM negatives are the batch rolled by one (:func:`rolled_negatives`), true matches included when
-neighbours share a lineage. Fixes behind options (spec §10.17):
+neighbours share a lineage (held-out ITM is scored with :func:`other_lineage_negatives`, which skip them). Fixes
+behind options (spec §10.17):
 
 * ``symmetric``: the mean of the image→RNA and RNA→image cross-entropies;
 * ``groups`` (multi-positive targets): every pair of the same lineage is a positive, with the target mass spread
@@ -83,6 +84,35 @@ def rolled_negatives(batch_size: int, device: torch.device | str = "cpu") -> lis
     rows = torch.arange(batch_size, device=device)
     rolled = torch.roll(rows, 1)
     return [(rows, rolled), (rolled, rows)]
+
+
+def other_lineage_negatives(groups: Tensor) -> list[tuple[Tensor, Tensor]]:
+    """Deterministic ITM negatives that are never true matches, for held-out scoring.
+
+    The paper's rolled negatives with every same-lineage neighbour skipped: image i is paired with the RNA of the
+    nearest *preceding* row (cyclically: i−1, i−2, …) whose lineage differs, and RNA i with that row's image. When
+    all neighbours differ this is exactly :func:`rolled_negatives`. As in :func:`similarity_negatives`, rows with
+    no other lineage in the batch get no negative (a row has one exactly when the batch holds two lineages).
+
+    Args:
+        groups: (B,) integer lineage of each row of the batch.
+
+    Returns:
+        ``[(rows, other), (other, rows)]``: two ``(image_rows, rna_rows)`` index pairs of equal length (B, or 0
+        when the batch is one lineage).
+    """
+    size = len(groups)
+    rows = torch.arange(size, device=groups.device)
+    if size < 2:  # no other row at all
+        none = rows[:0]
+        return [(none, none), (none, none)]
+    back = torch.arange(1, size, device=groups.device)
+    candidates = (rows[:, None] - back[None, :]) % size  # (B, B−1): i−1, i−2, … cyclically
+    differs = groups[candidates] != groups[:, None]
+    has = differs.any(dim=1)
+    other = candidates[rows, differs.int().argmax(dim=1)][has]  # the first differing candidate of each row
+    rows = rows[has]
+    return [(rows, other), (other, rows)]
 
 
 def similarity_negatives(image: Tensor, rna: Tensor, groups: Tensor, temperature: float | Tensor,

@@ -174,7 +174,8 @@ class FusionModel(nn.Module):
             decoders reconstruct the RNA from the fused tokens.
         dim, heads: co-attention width and heads (768, 8).
         proj_dim: ITC embedding width (128).
-        freeze_encoders: both encoders get no gradient (``requires_grad=False``).
+        freeze_encoders: both encoders' parameters get no gradient (``requires_grad=False``); gradients with
+            respect to the inputs (pixels, expression) still pass through them when the inputs require one.
         frozen_mode: with frozen encoders, ``eval`` keeps them in evaluation mode whatever ``train()`` says
             (BatchNorm statistics and dropout frozen too: really frozen), ``train`` leaves them following
             ``train()`` as the authors' code did (BatchNorm statistics keep updating and the RNA dropout of 0.5
@@ -218,14 +219,18 @@ class FusionModel(nn.Module):
         return self
 
     def encode_image(self, pixels: Tensor) -> Tensor:
-        """Normalised pixels (B, 3, S, S) → image tokens (B, T, D_img)."""
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_encoders):
-            return self.image_encoder(pixels)[0]
+        """Normalised pixels (B, 3, S, S) → image tokens (B, T, D_img).
+
+        Frozen encoders are not run under ``no_grad``: their parameters do not require gradients, so autograd
+        records nothing inside them unless ``pixels`` requires a gradient (then ∂/∂pixels flows through, for
+        saliency), and frozen training costs what it did under ``no_grad``.
+        """
+        return self.image_encoder(pixels)[0]
 
     def encode_rna(self, tokens: Sequence[Tensor]) -> Tensor:
-        """K tensors (B, n_k) → RNA tokens (B, K+1, D_rna)."""
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_encoders):
-            return self.rna_encoder.encode(tokens)[0]
+        """K tensors (B, n_k) → RNA tokens (B, K+1, D_rna); like :meth:`encode_image`, a gradient reaches the
+        expression values through frozen encoders when they require one (gene ranking)."""
+        return self.rna_encoder.encode(tokens)[0]
 
     def image_embedding(self, image_tokens: Tensor) -> Tensor:
         """ITC embedding of images from their CLS token: (B, T, D_img) → (B, proj_dim), float32, norm 1."""

@@ -34,9 +34,15 @@ def summary(records: Mapping[tuple[str, str], Mapping[str, Any]]) -> pd.DataFram
         for term in LOSS_TERMS:
             if f"train_{term}" in history:
                 row[f"first_{term}"], row[f"last_{term}"] = float(first[f"train_{term}"]), float(last[f"train_{term}"])
-        for term in ("itc", "itc_chance", "itm", "itm_accuracy"):
+        for term in ("itc", "itc_paper", "itc_chance", "itm", "itm_accuracy", "itm_accuracy_chance",
+                     "itm_rolled_true_match_fraction"):
             if f"val_{term}" in history:
                 row[f"held_out_{term}"] = float(last[f"val_{term}"])
+        if "temperature_end" in history:
+            row["first_temperature"] = float(first["train_temperature"])
+            row["last_temperature"] = float(last["temperature_end"])
+        if record.get("same_split_as"):
+            row["same_split_as"] = record["same_split_as"]
         rows.append(row)
     return pd.DataFrame(rows).set_index(["variant", "policy"])
 

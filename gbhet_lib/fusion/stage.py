@@ -6,7 +6,7 @@ Layout it reads and writes (relative to the run directory)::
     models/rna/encoder.json          chapter 2's record: checkpoint, tokens, scaling, settings
     models/wsi/encoder.json          chapter 3's record: checkpoint, encoder, settings, patch stores
     data/fusion/pairing.h5           lineage RNA (scaled as in pre-training), the pool, token sets, lineages
-    models/fusion/splits/<policy>.json       the held-out patches, slides, lineages, patients of a policy
+    models/splits/<policy>.json              the held-out patches, slides, lineages, patients of a split (gbhet_lib.evaluate)
     models/fusion/wsi-<policy>-<digest>/     the patch encoder triplet-trained without that policy's held-out
     models/fusion/rna-chromosome-<digest>/   the RNA encoder pre-trained on chromosome tokens
     models/fusion/<variant>-<policy>-<digest>/last.pt, history.tsv   a trained fusion model
@@ -130,9 +130,11 @@ def _token_data(h5: h5py.File, where: str, samples: list[str], token_set: str):
                      _read_strings(h5["genes"]))
 
 
-def load_pairing(run_dir: str | Path, token_set: str, img_size: int):
+def load_pairing(run_dir: str | Path, token_set: str, img_size: int, memory_budget_bytes: int | None = None):
     """The run's :class:`~gbhet_lib.fusion.data.PairedPatches` with ``token_set`` tokens and patches resized to
-    ``img_size`` (the patch stores of chapter 3's record, read once into memory)."""
+    ``img_size`` pixels (the patch stores of chapter 3's record): read once into memory, or, when N·S·S·3 bytes
+    exceed ``memory_budget_bytes``, read per batch from the stores (the same batches;
+    :func:`~gbhet_lib.fusion.data.read_patch_stores`)."""
     from .data import pair_patches, read_patch_stores
 
     run_dir = Path(run_dir)
@@ -140,7 +142,8 @@ def load_pairing(run_dir: str | Path, token_set: str, img_size: int):
     with h5py.File(_require(run_dir / PAIRING, "the fusion chapter's pairing file"), "r") as h5:
         rna = _token_data(h5, "rna", _read_strings(h5["rna/lineages"]), token_set)
         ids, patients = _read_strings(h5["lineages/ids"]), _read_strings(h5["lineages/patient"])
-    images, slides, keys = read_patch_stores([run_dir / p for p in wsi["patch_stores"]], img_size)
+    images, slides, keys = read_patch_stores([run_dir / p for p in wsi["patch_stores"]], img_size,
+                                             memory_budget_bytes)
     slide_lineage = wsi["slide_lineage"]
     return pair_patches(images, slides, keys, slide_lineage, dict(zip(ids, patients)), rna)
 
@@ -155,67 +158,78 @@ def pool_tokens(run_dir: str | Path, token_set: str):
 
 # -------------------------------------------------------------------------------------------------- splits
 def split_path(run_dir: str | Path, policy: str) -> Path:
-    return Path(run_dir) / FUSION_MODELS / "splits" / f"{policy}.json"
+    """``models/splits/<policy>.json``: the split file of a policy or CV fold
+    (:func:`gbhet_lib.evaluate.splits.run_split_path`)."""
+    from ..evaluate.splits import run_split_path
+
+    return run_split_path(run_dir, policy)
+
+
+def _split_units(data) -> dict[str, np.ndarray]:
+    """The ids a split of the pairs is drawn from: each pair's slide, lineage and patient."""
+    return {"slide": data.patch_slide, "lineage": data.patch_lineage_id, "patient": data.patch_patient}
 
 
 def write_split(run_dir: str | Path, data, policy: str, held_out_fraction: float = DEFAULT_HELD_OUT_FRACTION,
                 seed: int = 0) -> dict[str, Any]:
-    """Draw the ``policy`` split of the pairs and write it (atomically) to ``models/fusion/splits/<policy>.json``.
+    """Draw the ``policy`` split of the pairs (:func:`gbhet_lib.evaluate.splits.draw_split`) and write it
+    (atomically) to :func:`split_path`.
 
     An existing split file is kept and returned as it is (a split is drawn once per run), after checking that it
     was drawn with the same policy, fraction and seed and covers exactly these pairs.
     """
-    from ..wsi.train import split_patches
+    from ..evaluate import splits
 
     path = split_path(run_dir, policy)
     keys = [str(k) for k in data.patch_key]
     if path.exists():
         split = read_split(run_dir, policy)
-        if (split["held_out_fraction"], split["seed"]) != (held_out_fraction, seed) \
+        if (split["policy"], split["held_out_fraction"], split["seed"]) != (policy, held_out_fraction, seed) \
                 or sorted(split["train_keys"] + split["held_out_keys"]) != sorted(keys):
-            raise ValueError(f"{path} was drawn with other settings or other pairs (fraction "
-                             f"{split['held_out_fraction']}, seed {split['seed']}); delete it to draw it again, "
-                             "and retrain every model that used it")
+            raise ValueError(f"{path} was drawn with other settings or other pairs (policy {split['policy']}, "
+                             f"fraction {split['held_out_fraction']}, seed {split['seed']}); delete it to draw it "
+                             "again, and retrain every model that used it")
         return split
-    train, held = split_patches(data.patch_slide, data.patch_lineage_id, policy, held_out_fraction, seed,
-                                patient_ids=data.patch_patient)
-    take = lambda values, rows: sorted({str(v) for v in np.asarray(values)[rows]})  # noqa: E731
-    split = {"policy": policy, "held_out_fraction": held_out_fraction, "seed": seed,
-             "train_keys": [keys[i] for i in train], "held_out_keys": [keys[i] for i in held],
-             "held_out_slides": take(data.patch_slide, held), "held_out_lineages": take(data.patch_lineage_id, held),
-             "held_out_patients": take(data.patch_patient, held),
-             "counts": {"train_pairs": int(len(train)), "held_out_pairs": int(len(held))}}
-    split["digest"] = _split_digest(split)
-    write_json_atomic(path, split)
-    return split
+    split = splits.make_split(policy, keys, _split_units(data), policy, held_out_fraction, seed)
+    return splits.write_split(path, split)
 
 
-def _split_digest(split: Mapping[str, Any]) -> str:
-    text = json.dumps([split["policy"], split["train_keys"], split["held_out_keys"]])
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+def write_cv_splits(run_dir: str | Path, data, n_folds: int, seed: int = 0) -> dict[str, dict[str, Any]]:
+    """Patient-level K-fold cross-validation of the pairs (:func:`gbhet_lib.evaluate.splits.patient_folds`): one
+    split file per fold, ``patient_cv-<k>of<K>`` (e.g. ``patient_cv-0of5``), every patient held out once.
+
+    Existing fold files are kept when they hold the same split; another split is an error naming the file.
+    Returns fold name → split record, in fold order.
+    """
+    from ..evaluate import splits
+
+    keys, units = [str(k) for k in data.patch_key], _split_units(data)
+    out = {}
+    for fold, rows in enumerate(splits.patient_folds(data.patch_patient, n_folds, seed)):
+        name = splits.cv_split_name(fold, n_folds)
+        split = splits.make_split(name, keys, units, splits.CV_POLICY, None, seed, fold=fold, n_folds=n_folds,
+                                  rows=rows)
+        out[name] = splits.write_split(split_path(run_dir, name), split)
+    return out
 
 
 def read_split(run_dir: str | Path, policy: str) -> dict[str, Any]:
-    """The recorded split of ``policy`` (see :func:`write_split`); its digest is checked."""
+    """The recorded split of ``policy`` or CV fold name (see :func:`write_split`); its format and digest are
+    checked (:class:`~gbhet_lib.evaluate.splits.SplitMismatch` when the file was edited)."""
+    from ..evaluate.splits import read_split as read
+
     path = split_path(run_dir, policy)
     if not path.exists():
         raise MissingInputs(f"no {policy!r} split in {path.parent}; the fusion chapter draws it "
-                            "(gbhet_lib.fusion.stage.write_split)")
-    split = read_json(path)
-    if split.get("digest") != _split_digest(split):
-        raise ValueError(f"{path} was edited after it was written (its digest no longer matches)")
-    return split
+                            "(gbhet_lib.fusion.stage.write_split, or write_cv_splits for patient_cv folds)")
+    return read(path)
 
 
 def split_rows(data, split: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
     """Rows of ``data`` in the split's training and held-out sets; an error when the pairs differ from the split's."""
-    row = {str(k): i for i, k in enumerate(data.patch_key)}
-    missing = [k for k in split["train_keys"] + split["held_out_keys"] if k not in row]
-    if missing or len(row) != len(split["train_keys"]) + len(split["held_out_keys"]):
-        raise ValueError(f"the {split['policy']!r} split does not cover these pairs (e.g. {missing[:3]}): the "
-                         "patch stores or the RNA changed since it was drawn")
-    return (np.array(sorted(row[k] for k in split["train_keys"]), dtype=np.int64),
-            np.array(sorted(row[k] for k in split["held_out_keys"]), dtype=np.int64))
+    from ..evaluate.splits import split_rows as rows
+
+    return rows(data.patch_key, split)
 
 
 # ------------------------------------------------------------------------------------------------ encoders

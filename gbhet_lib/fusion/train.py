@@ -21,14 +21,14 @@ Departures from the authors, each behind an option whose default is stated: the 
 evaluation mode (``frozen_mode="eval"``; the paper's ``"train"`` left BatchNorm and dropout live); the chromosome
 variant starts from an RNA encoder pre-trained on chromosome tokens (the authors loaded the PPI one, which
 cannot fit); the seed is used in one process too (theirs needed DDP). Loss fixes are off by default:
-``symmetric``, ``multi_positive``, ``itm_negatives="similarity"``, ``learnable_temperature``.
+``symmetric``, ``multi_positive``, ``itm_negatives="similarity"``, ``learnable_temperature`` (learned at its own
+rate, ``temperature_lr``).
 
 Imports only torch, timm, numpy, pandas, h5py and tqdm: it runs on the GPU machine.
 """
 from __future__ import annotations
 
 import copy
-import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,13 +40,13 @@ from torch import Tensor, nn
 
 from ..rna.losses import Reduction, Temperature, reconstruction_loss
 from ..rna.model import ClusterTokenTransformer
-from ..rna.schedule import albef_lr
-from ..training import Run, TrainConfig, bf16_autocast, distributed, fit, load_weights, read_checkpoint, \
-    require, resolve_device, seed_everything
+from ..training import Run, TrainConfig, albef_lr, bf16_autocast, distributed, fit, load_weights, \
+    read_checkpoint, require, resolve_device, seed_everything
 from ..wsi.encoder import PatchEncoder
 from .data import PairBatches, PairedPatches, lineage_balanced_order
 from .distributed import gather, gather_with_grad
-from .losses import itc_chance, itc_loss, itm_accuracy, itm_loss, n_rows, rolled_negatives, similarity_negatives
+from .losses import itc_chance, itc_loss, itm_accuracy, itm_loss, n_rows, other_lineage_negatives, \
+    rolled_negatives, similarity_negatives
 from .model import FusionModel
 
 CHECKPOINT_FORMAT = "gbhet.fusion_checkpoint/1"
@@ -65,6 +65,11 @@ class FusionConfig(TrainConfig):
         seed: 42 (the authors': 42 + rank; here every rank seeds its own draws with seed + rank).
         c_itc, c_itm, c_rec: loss weights (1, 1, 0).
         temperature: ITC τ (0.005); the starting value when ``learnable_temperature``.
+        temperature_lr: the peak learning rate of a learnable τ (1e-2; ignored when τ is fixed). τ is learned as
+            log τ, and Adam moves log τ by about its learning rate per step whatever the gradient's size, so at the
+            model's 1e-4 τ could move by ~2 % in 180 steps (it did: 0.0700 → 0.0698); CLIP learns its logit scale
+            over far more steps. τ's parameter group follows the same warm-up and cosine shape as the model's,
+            scaled by ``temperature_lr / lr`` (:attr:`~gbhet_lib.training.Run.lr_scale`), without weight decay.
         coattention_dim, heads, proj_dim: 768, 8, 128.
         freeze_encoders, frozen_mode: see :class:`~gbhet_lib.fusion.model.FusionModel` (False, ``eval``).
         symmetric: ITC in both directions (paper: image→RNA only).
@@ -86,6 +91,7 @@ class FusionConfig(TrainConfig):
     c_itm: float = 1.0
     c_rec: float = 0.0
     temperature: float = 0.005
+    temperature_lr: float = 1e-2
     coattention_dim: int = 768
     heads: int = 8
     proj_dim: int = 128
@@ -105,6 +111,7 @@ class FusionConfig(TrainConfig):
         require(min(self.c_itc, self.c_itm, self.c_rec) >= 0 and self.c_itc + self.c_itm + self.c_rec > 0,
                 "loss weights c_itc, c_itm, c_rec must be non-negative and not all zero")
         require(self.temperature > 0, f"temperature={self.temperature} must be positive")
+        require(self.temperature_lr > 0, f"temperature_lr={self.temperature_lr} must be positive")
         require(self.frozen_mode in ("eval", "train"), f"frozen_mode={self.frozen_mode!r} must be 'eval' or 'train'")
         require(self.itm_negatives in ("roll", "similarity"),
                 f"itm_negatives={self.itm_negatives!r} must be 'roll' or 'similarity'")
@@ -231,35 +238,84 @@ def evaluate_fusion(parts: FusionTrainable, data: PairedPatches, config: FusionC
                     batch_size: int | None = None) -> dict[str, float]:
     """Held-out losses in evaluation mode (the model's device), the same numbers at every call, and chance levels.
 
-    Pairs go in batches of ``batch_size`` (default ``config.batch_size``) in a fixed random order (seed + 2) with
-    the paper's rolled ITM negatives. Returned (means over pairs): ``loss``, ``itc``, ``itm``, ``itm_accuracy``,
-    ``reconstruction`` (when ``c_rec`` > 0), ``itc_chance`` (the ITC of uninformative embeddings, see
-    :func:`~gbhet_lib.fusion.losses.itc_chance`), ``itm_chance`` (log 2: the ITM loss of a head that cannot tell;
-    an accuracy of 2/3 comes from always answering "no match").
+    Pairs go in batches of ``batch_size`` (default ``config.batch_size``, the last batch may be smaller; a last
+    single pair is left out) in a fixed random order (seed + 2). ITM is scored with negatives that are never true
+    matches (:func:`~gbhet_lib.fusion.losses.other_lineage_negatives`: for each pair, the nearest preceding pair of
+    another lineage in that order, in both directions), whatever negatives the run trains with: the paper's
+    rolled negatives are true matches whenever neighbours share a lineage, so they mis-score ITM.
+
+    Returns:
+        ``loss``: c_itc·itc + c_itm·itm + c_rec·reconstruction of the values below.
+        ``itc``: the run's ITC (its ``symmetric`` and ``multi_positive`` settings) at its current τ, mean over
+        pairs. ``itc_paper``: the paper's ITC (image→RNA, one-hot diagonal targets) at the same τ, for every run,
+        so runs with and without the fixes share one axis. ``itc_chance``: log(batch size), mean over pairs, the
+        ITC of uninformative embeddings in both definitions (:func:`~gbhet_lib.fusion.losses.itc_chance`).
+        ``itm``, ``itm_accuracy``: the ITM cross-entropy and accuracy over every positive and negative pair.
+        ``itm_chance``: log 2, the ITM loss of a head that cannot tell. ``itm_accuracy_chance``: the accuracy of
+        always answering "no match", negatives / (positives + negatives) (2/3 when every pair has its two).
+        ``itm_negatives_per_pair``: negatives per positive pair (2, less when some batches hold one lineage).
+        ``itm_pairs_without_negatives``: positive pairs in batches of a single lineage (no negative exists).
+        ``itm_rolled_true_match_fraction``: the fraction of the paper's rolled negatives of these batches that
+        would have been true matches (same lineage).
+        ``reconstruction`` (when ``c_rec`` > 0): mean over pairs.
     """
     device = next(parts.parameters()).device
     was_training = parts.training
     parts.eval()
-    eval_config = dataclasses.replace(config, itm_negatives="roll", gather_negatives=False)
     batches = PairBatches(data, device)
     order = torch.randperm(len(data), generator=torch.Generator().manual_seed(config.seed + 2))
     size = batch_size or config.batch_size
-    sums: dict[str, float] = {}
-    n = 0
+    sums = dict.fromkeys(("itc", "itc_paper", "itc_chance") + (("reconstruction",) if config.c_rec > 0 else ()),
+                         0.0)
+    itm_loss_sum = itm_correct = 0.0
+    n = n_negative = n_without = n_rolled_true = 0
     for start in range(0, len(data), size):
         rows = order[start:start + size]
         if len(rows) < 2:
             continue
-        n += len(rows)
         images, rna, lineage = batches.batch(rows)
-        losses = {k: float(v) for k, v in fusion_losses(parts, parts, images, rna, lineage, eval_config,
-                                                         device).items() if k != "temperature"}
-        losses["itc_chance"] = itc_chance(lineage if config.multi_positive else None, len(rows))
-        losses["itm_chance"] = math.log(2)
-        for k, v in losses.items():
-            sums[k] = sums.get(k, 0.0) + v * len(rows)
+        negatives = other_lineage_negatives(lineage)
+        with bf16_autocast(config.amp_bf16, device):
+            out, tau = parts(parts.fusion.image_encoder.preprocess(images), rna, negatives=negatives,
+                             reconstruct=config.c_rec > 0)
+        tau, b, negatives_here = tau.float(), len(rows), n_rows(negatives)
+        groups = lineage if config.multi_positive else None
+        sums["itc"] += b * float(itc_loss(out.image_embedding, out.rna_embedding, tau, config.symmetric, groups))
+        sums["itc_paper"] += b * float(itc_loss(out.image_embedding, out.rna_embedding, tau))
+        sums["itc_chance"] += b * itc_chance(None, b)
+        if config.c_rec > 0:
+            sums["reconstruction"] += b * float(reconstruction_loss([r.float() for r in out.reconstruction], rna,
+                                                                    config.reconstruction))
+        itm_loss_sum += len(out.itm_logits) * float(itm_loss(out.itm_logits, b))
+        itm_correct += len(out.itm_logits) * float(itm_accuracy(out.itm_logits, b))
+        n, n_negative = n + b, n_negative + negatives_here
+        n_without += 0 if negatives_here else b
+        n_rolled_true += int((lineage == torch.roll(lineage, 1)).sum())  # per rolled set (both hold the same)
     parts.train(was_training)
-    return {k: v / n for k, v in sums.items()}
+    if n == 0:
+        raise ValueError(f"{len(data)} held-out pair(s): evaluation needs at least 2")
+    means = {k: v / n for k, v in sums.items()}
+    n_itm = n + n_negative
+    return {"loss": config.c_itc * means["itc"] + config.c_itm * itm_loss_sum / n_itm
+            + config.c_rec * means.get("reconstruction", 0.0),
+            **means, "itm": itm_loss_sum / n_itm, "itm_accuracy": itm_correct / n_itm,
+            "itm_chance": math.log(2), "itm_accuracy_chance": n_negative / n_itm,
+            "itm_negatives_per_pair": n_negative / n, "itm_pairs_without_negatives": float(n_without),
+            "itm_rolled_true_match_fraction": n_rolled_true / n}
+
+
+def init_fusion(config: FusionConfig, image_encoder: PatchEncoder,
+                rna_encoder: ClusterTokenTransformer) -> FusionTrainable:
+    """The untrained fusion model and its temperature, as :func:`train_fusion` starts them (on the CPU).
+
+    Seeds every random source with ``config.seed`` (:func:`~gbhet_lib.training.seed_everything`; the same
+    initial weights on every rank), then builds the model over copies of the encoders (:func:`build_model`) and
+    τ (:class:`~gbhet_lib.rna.losses.Temperature`). A stage passes ``seed=derive_seed(study_seed, "fusion",
+    name, policy)`` (:func:`~gbhet_lib.training.derive_seed`), so the study seed decides how the model starts.
+    """
+    seed_everything(config.seed)
+    fusion = build_model(config, image_encoder, rna_encoder)
+    return FusionTrainable(fusion, Temperature(config.temperature, config.learnable_temperature))
 
 
 def train_fusion(config: FusionConfig, data: PairedPatches, image_encoder: PatchEncoder,
@@ -281,9 +337,9 @@ def train_fusion(config: FusionConfig, data: PairedPatches, image_encoder: Patch
     Returns:
         The history, one row per epoch: ``epoch``, ``lr``, ``train_loss``, ``train_itc``, ``train_itm``,
         ``train_itm_accuracy``, ``train_itm_negatives`` (per batch), ``train_reconstruction`` (when ``c_rec`` > 0),
-        ``train_temperature``,
-        ``train_samples``, ``skipped_batches``, ``train_seconds``, ``pairs_per_s`` and with ``val`` the metrics of
-        :func:`evaluate_fusion` prefixed ``val_``. ``history.attrs["trainable_parameters"]``: the counts of
+        ``train_temperature`` (τ's mean over the epoch's batches), ``temperature_end`` (τ after the epoch's last
+        step: the learned trajectory), ``train_samples``, ``skipped_batches``, ``train_seconds``, ``pairs_per_s``
+        and with ``val`` the metrics of :func:`evaluate_fusion` prefixed ``val_``. ``history.attrs["trainable_parameters"]``: the counts of
         :func:`trainable_parameters`.
     """
     device = resolve_device(config.device)
@@ -293,9 +349,8 @@ def train_fusion(config: FusionConfig, data: PairedPatches, image_encoder: Patch
     if len(data) < 2:
         raise ValueError(f"{len(data)} training pair(s): fusion training needs at least 2")
     rank, world = distributed()
-    seed_everything(config.seed)  # the same initial weights on every rank
-    fusion = build_model(config, image_encoder, rna_encoder)
-    parts = FusionTrainable(fusion, Temperature(config.temperature, config.learnable_temperature)).to(device)
+    parts = init_fusion(config, image_encoder, rna_encoder).to(device)  # the same initial weights on every rank
+    fusion = parts.fusion
     torch.manual_seed(config.seed + rank)  # per-rank dropout
     trainable: nn.Module = parts
     if world > 1:
@@ -316,11 +371,12 @@ def train_fusion(config: FusionConfig, data: PairedPatches, image_encoder: Patch
         return evaluate_fusion(parts, val, config)
 
     spec = {**model_spec(fusion), "extra": extra or {}}
+    lr_scale = {"temperature": config.temperature_lr / config.lr} if config.learnable_temperature else {}
     run = Run(CHECKPOINT_FORMAT, "fusion", KIND, config, spec, {"model": fusion, "temperature": parts.temperature},
-              {"negatives": generator})
+              {"negatives": generator}, lr_scale)
     order = lineage_balanced_order(data.patch_lineage) if config.lineage_balanced else None
     history = fit(run, len(data), step, evaluate if val is not None else None, checkpoint_dir, progress, albef_lr,
-                  epoch_order=order)
+                  epoch_order=order, epoch_end=lambda: {"temperature_end": float(parts.temperature().detach())})
     history["pairs_per_s"] = history["train_samples"] / history["train_seconds"]
     history.attrs["trainable_parameters"] = trainable_parameters(fusion)
     return history

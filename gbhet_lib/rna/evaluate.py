@@ -125,3 +125,48 @@ def principal_components(values: pd.DataFrame, n_components: int = 20, seed: int
 
     x = StandardScaler().fit_transform(values.to_numpy(dtype=float))
     return PCA(n_components=min(n_components, *x.shape), random_state=seed).fit_transform(x)
+
+
+# ------------------------------------------------------------------------------------------------ chapter 2
+def program_probe(embedding: pd.DataFrame, raw_pcs: np.ndarray, truth) -> pd.DataFrame:
+    """Probe R² of each planted program (demo truth) from the embedding and from the raw-expression PCs (same
+    sample order), with whether the program is visible in slides."""
+    programs = truth.activity.loc[embedding.index]
+    probe = pd.DataFrame({"embedding": probe_r2(embedding.to_numpy(), programs),
+                          "raw expression (20 PCs)": probe_r2(raw_pcs, programs)})
+    probe["visible in slides"] = [p in truth.visible_programs for p in probe.index]
+    return probe
+
+
+def subtype_prediction(embedding: pd.DataFrame, raw_pcs: np.ndarray,
+                       clinical: pd.DataFrame | None) -> tuple[dict[str, float], pd.Series | None]:
+    """Cross-validated subtype accuracy from the embedding and from the raw-expression PCs, beside the majority
+    class, over the samples with a known ``subtype``. Returns the scores and the known labels (indexed by sample),
+    or ``({}, None)`` when ``clinical`` has no subtype."""
+    if clinical is None or "subtype" not in clinical:
+        return {}, None
+    labels = clinical["subtype"].reindex(embedding.index)
+    known = labels.notna().to_numpy()
+    return {"subtype_acc": classification_accuracy(embedding[known].to_numpy(), labels[known]),
+            "subtype_acc_raw": classification_accuracy(raw_pcs[known], labels[known]),
+            "subtype_chance": majority_class_accuracy(labels[known])}, labels[known]
+
+
+def survival_prediction(embedding: pd.DataFrame, clinical: pd.DataFrame | None,
+                        seed: int = 0) -> dict[str, float] | None:
+    """Cross-validated C-index of the embedding for OS (and of the embedding + age when ``age`` is known);
+    None when ``clinical`` lacks ``os_days``/``os_event``."""
+    if clinical is None or not {"os_days", "os_event"} <= set(clinical.columns):
+        return None
+    survival = clinical.reindex(embedding.index)
+    c_index = {"embedding": survival_c_index(embedding, survival["os_days"], survival["os_event"], seed=seed)}
+    if "age" in survival:
+        c_index["embedding + age"] = survival_c_index(embedding, survival["os_days"], survival["os_event"],
+                                                      covariates=survival[["age"]], seed=seed)
+    return c_index
+
+
+def enrichment_preview(enrichment: pd.DataFrame, n: int = 10) -> pd.DataFrame:
+    """The ``n`` most significant rows of :func:`token_enrichment`, rounded, p and q in scientific notation."""
+    head = enrichment.head(n)
+    return head.round(3).assign(p=head["p"].map("{:.1e}".format), q=head["q"].map("{:.1e}".format))

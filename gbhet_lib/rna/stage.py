@@ -1,16 +1,83 @@
-"""The RNA chapter's data preparation: from a cohort (or your own files) to log expression on gene symbols,
-and the gene graph the tokens are built from. Training and evaluation live in ``train`` and ``evaluate``."""
+"""Chapter 2 (RNA encoding) on a run directory: what it reads, what it writes, and each step the chapter runs.
+
+Reads (relative to the run directory; :class:`~gbhet_lib.rundir.RunDir` names every path)::
+
+    data/cohort/                     chapter 1's cohort (expression tables, genes, PPI edges, truth), unless
+                                     your own files are given (expression, clinical table, edge table, gene sets)
+
+Writes::
+
+    data/rna_expression.h5ad         samples × genes AnnData (:func:`expression_anndata`): X = log2 expression;
+                                     obs: role (lineage | pool), size_factor, pool_split (train | validation);
+                                     var: scaling_mean, scaling_std (fitted on the pool's training samples);
+                                     uns["scaling"], uns["normalisation"]; obsm["X_rna_encoder"] = the encoder's
+                                     128-d CLS embedding of every sample (rows = obs_names)
+    models/rna/gene_tokens.json      the gene tokens (:class:`~gbhet_lib.rna.tokens.GeneTokens`)
+    models/rna/pretrain-<digest>/    last.pt + history.tsv of the pre-training (one folder per settings)
+    models/rna/encoder.json          :class:`RnaEncoderRecord`: what the fusion chapter builds on
+    metrics/rna.json, figures/02_*.png
+
+Importing this module needs numpy, pandas and the standard library only (anndata, torch, networkx, sklearn are
+imported by the functions that use them), so :class:`RnaEncoderRecord` loads on the GPU machine.
+"""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from ..data.cohort import Cohort
+from ..rundir import RunDir, StageRecord, settings_folder
 from .gene_ids import GeneIdMatch, harmonise_expression
-from .normalise import normalise_counts
+
+CHAPTER = "02_rna_encoding"
+#: where the encoder's sample embedding lives in the expression AnnData
+EMBEDDING_KEY = "X_rna_encoder"
+#: the baseline beside it: principal components of the raw log expression
+RAW_PCS_KEY = "X_pca_raw"
+#: share of the pre-training pool held out for validation
+POOL_VALIDATION_FRACTION = 0.1
+
+
+@dataclass(frozen=True)
+class RnaEncoderRecord(StageRecord):
+    """``models/rna/encoder.json``: chapter 2's pre-trained RNA encoder and how its inputs were made.
+
+    Attributes:
+        checkpoint: the pre-trained encoder (``last.pt``), relative to the run directory.
+        token_method: ``ppi`` or ``chromosome`` (the tokens of ``gene_tokens``).
+        standardise: whether the encoder was fed per-gene z-scores (fitted on ``fit_on``) instead of log values.
+        fit_on: the pool samples it was trained on (and the scaling fitted on); ``validation``: the held-out pool.
+        pool: every sample of the RNA-only pre-training pool.
+        settings: the :class:`~gbhet_lib.rna.train.PretrainConfig` as a dict.
+        gene_tokens, expression: the token file and the expression AnnData (relative paths).
+        embedding: the ``obsm`` key of the encoder's sample embedding in ``expression``.
+    """
+
+    STAGE = "rna"
+    CHAPTER = CHAPTER
+
+    checkpoint: str
+    token_method: str
+    standardise: bool
+    fit_on: list[str]
+    pool: list[str]
+    settings: dict[str, Any]
+    validation: list[str] = field(default_factory=list)
+    gene_tokens: str | None = None
+    expression: str | None = None
+    embedding: str = EMBEDDING_KEY
+
+    def problem(self) -> str | None:
+        if self.token_method not in ("ppi", "chromosome"):
+            return f"token_method={self.token_method!r} must be 'ppi' or 'chromosome'"
+        outside = sorted(set(self.fit_on) - set(self.pool))
+        if outside:
+            return f"'fit_on' holds samples outside 'pool' (e.g. {outside[:3]})"
+        return None
 
 
 @dataclass(frozen=True)
@@ -48,6 +115,8 @@ def own_expression(table: pd.DataFrame, annotation: pd.DataFrame, counts: bool) 
 
 def _log_symbols(table: pd.DataFrame, annotation: pd.DataFrame, counts: bool, lineages: pd.Index,
                  pool: pd.Index) -> RnaExpression:
+    from .normalise import normalise_counts
+
     by_id, match = harmonise_expression(table, annotation, duplicates="sum" if counts else "mean")
     size_factors = None
     if counts:
@@ -94,3 +163,237 @@ def standardise_genes(values: pd.DataFrame, fit_on: pd.Index) -> pd.DataFrame:
     sd = reference.std(ddof=0).replace(0.0, 1.0)
     return (values - reference.mean()) / sd
 
+
+
+# ------------------------------------------------------------------------------------------------ expression
+def load_expression(run: RunDir, config: Any, expression_path: str | Path | None = None,
+                    expression_values: str = "counts") -> tuple[RnaExpression, Cohort | None, pd.DataFrame]:
+    """The chapter's expression: chapter 1's cohort (``expression_path`` None) or your own genes × samples table
+    (``expression_values`` ``counts`` or ``normalised``), on gene symbols. ``config`` (a
+    :class:`~gbhet_lib.config.StudyConfig`) gives the data mirror and cache for the gene annotation.
+
+    Returns the expression, the cohort (None for your own files) and the gene annotation (symbol, chromosome…).
+    """
+    from ..data.cohort import load_cohort
+
+    if expression_path is None:
+        cohort = load_cohort(run.cohort)
+        return cohort_expression(cohort), cohort, cohort.genes
+    from ..data.fetch import fetch
+    from ..data.readers import read_pirlygenes_reference
+    from .expression_io import read_expression_table
+
+    annotation = read_pirlygenes_reference(fetch("pirlygenes_gene_reference", config.data_mirror, config.cache_dir))
+    table = read_expression_table(expression_path, values=expression_values, annotation=annotation)
+    return own_expression(table, annotation, counts=expression_values == "counts"), None, annotation
+
+
+def expression_anndata(rna: RnaExpression, seed: int, standardise: bool,
+                       validation_fraction: float = POOL_VALIDATION_FRACTION):
+    """The expression side as one AnnData (samples × genes; see the module docstring).
+
+    ``obs``: ``role`` (``lineage`` | ``pool``), ``size_factor`` (NaN without counts), ``pool_split`` (``train`` |
+    ``validation`` for pool samples, ``""`` for lineages; :func:`split_pool` with ``seed``). ``var``: per-gene
+    ``scaling_mean`` and ``scaling_std`` fitted on the pool's training samples (std 1 for constant genes);
+    ``uns["scaling"]`` says what was fitted on what and whether the encoder was fed the z-scores.
+    """
+    import anndata as ad
+
+    train_ids, val_ids = split_pool(rna.pool, validation_fraction, seed)
+    samples = rna.values.index.astype(str)
+    obs = pd.DataFrame(index=samples)
+    obs["role"] = np.where(samples.isin(rna.lineages.astype(str)), "lineage", "pool")
+    factors = rna.size_factors.reindex(samples) if rna.size_factors is not None else None
+    obs["size_factor"] = np.nan if factors is None else factors.to_numpy(dtype=np.float64)
+    obs["pool_split"] = np.where(samples.isin(train_ids), "train", np.where(samples.isin(val_ids), "validation", ""))
+    reference = rna.values.loc[train_ids]
+    var = pd.DataFrame({"scaling_mean": reference.mean().to_numpy(),
+                        "scaling_std": reference.std(ddof=0).replace(0.0, 1.0).to_numpy()},
+                       index=rna.values.columns.astype(str))
+    adata = ad.AnnData(X=rna.values.to_numpy(dtype=np.float64), obs=obs, var=var)
+    adata.uns["normalisation"] = {
+        "method": "DESeq2 median-of-ratios size factors, then log2(x / size factor + 1)"
+        if rna.size_factors is not None else "none: values given already normalised (log scale)",
+        "gene_match": str(rna.gene_match)}
+    adata.uns["scaling"] = {"method": "per-gene z-score: (X - scaling_mean) / scaling_std",
+                            "fit_on": "obs.pool_split == 'train'", "n_fit": int(len(train_ids)),
+                            "validation_fraction": float(validation_fraction), "seed": int(seed),
+                            "fed_to_encoder": bool(standardise)}
+    return adata
+
+
+def write_expression(run: RunDir, adata) -> Path:
+    """Write the expression AnnData to ``data/rna_expression.h5ad`` atomically."""
+    from ..io import atomic_path
+
+    with atomic_path(run.expression) as tmp:
+        adata.write_h5ad(tmp)
+    return run.expression
+
+
+def read_expression(run: str | Path | RunDir):
+    """Chapter 2's expression AnnData (``data/rna_expression.h5ad``); a clear error when it is not there."""
+    import anndata as ad
+
+    run = RunDir.of(run)
+    if not run.expression.exists():
+        raise FileNotFoundError(f"{run.expression} is missing (chapter 2's expression): rerun chapter 2 with "
+                                f"`gbhet run --run-dir {run.root} --only {CHAPTER} --force`")
+    return ad.read_h5ad(run.expression)
+
+
+def pool_split_ids(adata) -> tuple[pd.Index, pd.Index]:
+    """(train, validation) sample ids of the pre-training pool recorded in ``obs["pool_split"]``."""
+    split = adata.obs["pool_split"].astype(str)
+    return pd.Index(split.index[split == "train"]), pd.Index(split.index[split == "validation"])
+
+
+def encoder_values(adata) -> pd.DataFrame:
+    """What the encoder is fed (samples × genes): log expression, z-scored with the recorded per-gene scaling
+    when ``uns["scaling"]["fed_to_encoder"]`` (the same numbers as :func:`standardise_genes` on the pool's
+    training samples)."""
+    values = pd.DataFrame(np.asarray(adata.X, dtype=np.float64), index=adata.obs_names, columns=adata.var_names)
+    if adata.uns["scaling"]["fed_to_encoder"]:
+        train_ids, _ = pool_split_ids(adata)
+        values = standardise_genes(values, train_ids)
+    return values
+
+
+def size_factor_check(rna: RnaExpression, cohort: Cohort | None) -> tuple[pd.DataFrame, float] | None:
+    """Planted vs DESeq2-estimated size factors (demo cohort from counts): the table and the log–log Pearson r;
+    None when there is nothing to compare."""
+    if rna.size_factors is None or cohort is None or cohort.kind != "synthetic":
+        return None
+    planted = cohort.truth.size_factors.loc[rna.size_factors.index]
+    r = np.corrcoef(np.log(planted), np.log(rna.size_factors))[0, 1]
+    return pd.DataFrame({"planted": planted, "estimated": rna.size_factors}), float(r)
+
+
+# ------------------------------------------------------------------------------------------------ tokens
+def make_tokens(run: RunDir, config: Any, genes: list[str], token_method: str, cohort: Cohort | None,
+                annotation: pd.DataFrame, n_tokens: int | None = 7, resolution: float = 1.0,
+                ppi_path: str | Path | None = None):
+    """Gene tokens of ``genes``: Louvain communities of the PPI graph folded to ``n_tokens`` (``ppi``; seeded with
+    ``config.seed``, the graph from :func:`token_source_edges`) or one token per chromosome (``chromosome``);
+    written to ``models/rna/gene_tokens.json``.
+
+    Returns the tokens, the PPI edges used (None for chromosome tokens) and the chapter's token metrics.
+    """
+    from .tokens import chromosome_tokens, ppi_tokens
+
+    if token_method not in ("ppi", "chromosome"):
+        raise ValueError(f"token_method={token_method!r} must be 'ppi' or 'chromosome'")
+    metrics: dict[str, Any] = {}
+    edges = None
+    if token_method == "ppi":
+        edges = token_source_edges(cohort, ppi_path, config.data_mirror, config.cache_dir)
+        tokens = ppi_tokens(edges, genes, n_tokens=n_tokens, resolution=resolution, seed=config.seed)
+        metrics["modularity"] = tokens.params["modularity"]
+    else:
+        tokens = chromosome_tokens(genes, annotation)
+    tokens.save_json(run.gene_tokens)
+    metrics |= {"token_method": token_method, "n_tokens": len(tokens.sizes), "token_sizes": tokens.sizes}
+    return tokens, edges, metrics
+
+
+def module_agreement(tokens, edges: pd.DataFrame | None, genes: list[str], cohort: Cohort | None,
+                     resolution: float = 1.0, seed: int = 0) -> dict[str, Any]:
+    """On the demo with PPI tokens: adjusted Rand index of the unfolded Louvain communities (``louvain_ari``) and
+    of the folded tokens (``folded_ari``) against the planted modules, and the number of communities; else {}."""
+    from .tokens import ppi_tokens, token_agreement
+
+    if cohort is None or cohort.kind != "synthetic" or edges is None:
+        return {}
+    unfolded = ppi_tokens(edges, genes, n_tokens=None, resolution=resolution, seed=seed)
+    return {"louvain_ari": token_agreement(unfolded, cohort.truth.modules),
+            "folded_ari": token_agreement(tokens, cohort.truth.modules), "n_communities": len(unfolded.sizes)}
+
+
+def gene_sets_for(cohort: Cohort | None, gene_sets_path: str | Path | None, config: Any) -> dict[str, list[str]]:
+    """The gene sets the tokens are tested against: your GMT file, else the demo's planted modules, else MSigDB
+    Hallmark (from the data manifest)."""
+    from ..data.fetch import fetch
+    from ..data.readers import read_gmt, read_iobr_hallmark_rda
+
+    if gene_sets_path is not None:
+        return read_gmt(gene_sets_path)
+    if cohort is not None and cohort.kind == "synthetic":
+        return cohort.truth.modules
+    return read_iobr_hallmark_rda(fetch("msigdb_hallmark_iobr_rda", config.data_mirror, config.cache_dir))
+
+
+# ------------------------------------------------------------------------------------------------ pre-training
+@dataclass(frozen=True, eq=False)
+class Pretrained:
+    """The outcome of :func:`pretrain_encoder`: the record, the trained model, its history, the token data of
+    every sample (rows = the AnnData's obs_names) and its pool train / validation subsets."""
+
+    record: RnaEncoderRecord
+    model: Any
+    history: pd.DataFrame
+    data: Any
+    train: Any
+    val: Any
+    settings: Any
+
+
+def pretrain_encoder(run: RunDir, adata, tokens, token_method: str, settings) -> Pretrained:
+    """Pre-train the cluster-token transformer on the pool's training samples of ``adata`` (validated on its
+    validation samples), fed as ``uns["scaling"]`` says, in ``models/rna/pretrain-<digest>`` (resumed when
+    there), and write :class:`RnaEncoderRecord` to ``models/rna/encoder.json``."""
+    from .train import TokenData, load_model, pretrain
+
+    values = encoder_values(adata)
+    train_ids, val_ids = pool_split_ids(adata)
+    data = TokenData.from_frame(values, tokens.tokens)
+    rows = {s: i for i, s in enumerate(values.index)}
+    train = data.subset([rows[s] for s in train_ids])
+    val = data.subset([rows[s] for s in val_ids])
+    checkpoints = settings_folder(run.rna_models, "pretrain", settings.to_dict(), tokens.sizes)
+    history = pretrain(settings, train, val, checkpoint_dir=checkpoints, progress=False)
+    pool = adata.obs_names[adata.obs["role"].astype(str) == "pool"]
+    record = RnaEncoderRecord(checkpoint=run.relative(checkpoints / "last.pt"), token_method=token_method,
+                              standardise=bool(adata.uns["scaling"]["fed_to_encoder"]), fit_on=list(train_ids),
+                              pool=list(pool), settings=settings.to_dict(), validation=list(val_ids),
+                              gene_tokens=run.relative(run.gene_tokens), expression=run.relative(run.expression))
+    record.write(run)
+    return Pretrained(record, load_model(checkpoints / "last.pt"), history, data, train, val, settings)
+
+
+def embed_samples(run: RunDir, adata, pretrained: Pretrained, device: str = "cpu",
+                  n_pcs: int = 20) -> tuple[pd.DataFrame, np.ndarray]:
+    """The encoder's CLS embedding of every sample, stored in ``adata.obsm["X_rna_encoder"]`` (rows = obs_names),
+    and the baseline it is compared with, the first ``n_pcs`` principal components of the standardised log
+    expression (``obsm["X_pca_raw"]``); the AnnData is written back to ``data/rna_expression.h5ad``.
+
+    Returns the embedding as a table indexed by sample id, and the raw PCs (same rows).
+    """
+    from .evaluate import principal_components
+    from .train import embed
+
+    embedding = embed(pretrained.model, pretrained.data, device=device)
+    values = pd.DataFrame(np.asarray(adata.X, dtype=np.float64), index=adata.obs_names, columns=adata.var_names)
+    raw_pcs = principal_components(values, n_pcs)
+    adata.obsm[EMBEDDING_KEY] = embedding
+    adata.obsm[RAW_PCS_KEY] = raw_pcs
+    adata.uns["raw_pcs"] = {"method": "PCA of per-gene standardised X (sklearn)", "n_components": int(raw_pcs.shape[1])}
+    write_expression(run, adata)
+    return pd.DataFrame(embedding, index=adata.obs_names), raw_pcs
+
+
+def read_embedding(run: str | Path | RunDir) -> pd.DataFrame:
+    """Chapter 2's sample embedding (samples × 128) indexed by sample id, from the expression AnnData."""
+    adata = read_expression(run)
+    if EMBEDDING_KEY not in adata.obsm:
+        raise KeyError(f"{RunDir.of(run).expression} has no obsm[{EMBEDDING_KEY!r}]: rerun chapter 2 with "
+                       f"`gbhet run --run-dir {RunDir.of(run).root} --only {CHAPTER} --force`")
+    return pd.DataFrame(np.asarray(adata.obsm[EMBEDDING_KEY]), index=adata.obs_names)
+
+
+def clinical_table(cohort: Cohort | None, clinical_path: str | Path | None = None) -> pd.DataFrame | None:
+    """One clinical row per RNA profile: the reference cohort's patients and pool, or your table; else None."""
+    if cohort is not None and cohort.kind == "semisynthetic":
+        return pd.concat([cohort.patients, cohort.pool_clinical])
+    if clinical_path is not None:
+        return pd.read_csv(clinical_path, sep=None, engine="python", index_col=0)
+    return None

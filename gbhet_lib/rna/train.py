@@ -1,7 +1,7 @@
 """Training of the RNA encoder: masked-view + InfoNCE pre-training (spec §3.2–3.4) and the survival head (§3.5).
 
 Both trainers share the package's checkpointed loop (:func:`gbhet_lib.training.fit`): AdamW with no weight decay on
-biases and 1-D parameters, the authors' ALBEF-style schedule (:func:`~gbhet_lib.rna.schedule.albef_lr`) set before
+biases and 1-D parameters, the authors' ALBEF-style schedule (:func:`~gbhet_lib.training.schedule.albef_lr`) set before
 every step, seeded shuffling, optional bf16 autocast on CUDA, and an atomic checkpoint (``last.pt``) after every
 epoch holding the model, optimiser, every random-number state, the epoch, the history and the config. Calling a
 trainer again on the same ``checkpoint_dir`` resumes after the last finished epoch and gives bit-identical weights
@@ -26,13 +26,12 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from ..training import Run, TrainConfig, bf16_autocast, fit, load_weights, require, resolve_device, \
+from ..training import Run, TrainConfig, albef_lr, bf16_autocast, fit, load_weights, require, resolve_device, \
     seed_everything
 from ..training import read_checkpoint as _read_checkpoint
 from .losses import Reduction, Temperature, cox_partial_likelihood, info_nce, mask_view, reconstruction_loss, \
     survival_mse
 from .model import ClusterTokenTransformer, EncoderOutput, SurvivalHead
-from .schedule import albef_lr
 
 CHECKPOINT_FORMAT = "gbhet.rna_checkpoint/1"
 PRETRAIN, SURVIVAL = "rna_pretrain", "rna_survival"

@@ -28,15 +28,13 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from ..rna.schedule import albef_lr
-from ..training import Run, TrainConfig, bf16_autocast, fit, require, resolve_device, seed_everything
+from ..training import Run, TrainConfig, albef_lr, bf16_autocast, fit, require, resolve_device, seed_everything
 from .encoder import CHECKPOINT_FORMAT, PatchEncoder
 from .features import extract_features
 from .triplet import PAPER_MARGIN, hardest_negative_triplet_loss
 
 KIND = "wsi_triplet"
-SplitPolicy = Literal["patch", "slide", "lineage", "patient"]
-SPLIT_POLICIES = ("patch", "slide", "lineage", "patient")
+from ..evaluate.splits import SPLIT_POLICIES, SplitPolicy  # noqa: E402,F401  (one list of policies, re-exported)
 _AUGMENT_SEED_OFFSET = 1  # the augmentation generator: seed + 1 (shuffling uses seed)
 _VAL_SEED_OFFSET = 2  # the fixed order of validation batches: seed + 2
 
@@ -123,61 +121,20 @@ def dihedral(pixels: Tensor, generator: torch.Generator) -> Tensor:
 def split_patches(slide_ids: Sequence[Any] | np.ndarray, lineage_ids: Sequence[Any] | np.ndarray,
                   policy: SplitPolicy = "patch", val_fraction: float = 0.1, seed: int = 0,
                   patient_ids: Sequence[Any] | np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Train and validation row indices (sorted int64 arrays) of N patches.
+    """Train and validation row indices (sorted int64 arrays) of N patches (kept for existing callers):
+    :func:`gbhet_lib.evaluate.splits.draw_split` of the slide, lineage and patient ids (``patient`` needs
+    ``patient_ids``) with ``held_out_fraction=val_fraction``."""
+    from ..evaluate.splits import draw_split
 
-    Policies: ``patch`` (the paper's: a random ``val_fraction`` of the patches, same slides and lineages on both
-    sides), ``slide`` (a random ``val_fraction`` of the slides, at least one, held out whole), ``lineage`` and
-    ``patient`` (the same for lineages and for patients; ``patient`` needs ``patient_ids``). A group policy needs
-    at least two groups.
-    """
-    slides, lineages = np.asarray(slide_ids).reshape(-1), np.asarray(lineage_ids).reshape(-1)
-    n = len(slides)
-    if len(lineages) != n or n < 2:
-        raise ValueError(f"need one slide id and one lineage id per patch (≥ 2 patches), got {n} and {len(lineages)}")
-    if policy == "patient":
-        if patient_ids is None or len(np.asarray(patient_ids).reshape(-1)) != n:
-            raise ValueError("policy='patient' needs one patient id per patch (patient_ids)")
-        patients = np.asarray(patient_ids).reshape(-1)
-    if not 0 < val_fraction < 1:
-        raise ValueError(f"val_fraction={val_fraction} must be in (0, 1)")
-    rng = np.random.default_rng(seed)
-    if policy == "patch":
-        val = rng.choice(n, size=min(n - 1, max(1, round(val_fraction * n))), replace=False)
-    elif policy in ("slide", "lineage", "patient"):
-        groups = slides if policy == "slide" else lineages if policy == "lineage" else patients
-        unique = np.unique(groups)
-        if len(unique) < 2:
-            raise ValueError(f"policy={policy!r} needs at least two {policy}s, got {len(unique)}")
-        held = rng.choice(unique, size=min(len(unique) - 1, max(1, round(val_fraction * len(unique)))),
-                          replace=False)
-        val = np.flatnonzero(np.isin(groups, held))
-    else:
-        raise ValueError(f"policy={policy!r} must be one of {SPLIT_POLICIES}")
-    is_val = np.zeros(n, dtype=bool)
-    is_val[val] = True
-    return np.flatnonzero(~is_val), np.flatnonzero(is_val)
+    return draw_split({"slide": slide_ids, "lineage": lineage_ids, "patient": patient_ids}, policy, val_fraction, seed)
 
 
 # ------------------------------------------------------------------------------------------------ evaluation
 def knn_accuracy(features: np.ndarray, labels: np.ndarray, chunk: int = 4096) -> tuple[float, float]:
-    """Leave-one-out 1-nearest-neighbour label accuracy (cosine) of (N, D) features, and its chance level.
+    """Leave-one-out 1-NN label accuracy and its chance level: :func:`gbhet_lib.evaluate.metrics.knn_accuracy`."""
+    from ..evaluate.metrics import knn_accuracy as knn
 
-    Chance: the probability that a random other patch has the same label, Σ n_c (n_c − 1) / (N (N − 1)).
-    """
-    x = torch.from_numpy(np.asarray(features, dtype=np.float32))
-    x = torch.nn.functional.normalize(x, dim=1)
-    y = torch.from_numpy(np.asarray(labels).reshape(-1))
-    n = len(y)
-    if n < 2:
-        raise ValueError("k-NN accuracy needs at least two patches")
-    hits = 0
-    for start in range(0, n, chunk):
-        sims = x[start:start + chunk] @ x.T
-        rows = torch.arange(start, min(start + chunk, n))
-        sims[rows - start, rows] = -float("inf")
-        hits += int((y[sims.argmax(dim=1)] == y[rows]).sum())
-    counts = torch.unique(y, return_counts=True)[1].double()
-    return hits / n, float((counts * (counts - 1)).sum() / (n * (n - 1)))
+    return knn(features, labels, chunk)
 
 
 @torch.no_grad()

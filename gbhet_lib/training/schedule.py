@@ -11,11 +11,17 @@ Their trainers drive a timm-style cosine scheduler (warm-up as a prefix, one cyc
   reached; from ``epochs`` on the scheduler returns ``min_lr``.
 
 :func:`albef_lr` returns the learning rate that the optimiser step of batch ``batch_idx`` of ``epoch`` uses, so a
-trainer can set it before every step and resume anywhere. Imports nothing outside the standard library.
+trainer can set it before every step and resume anywhere. :func:`~gbhet_lib.training.loop.fit` multiplies it by a
+parameter group's ``lr_scale`` (e.g. a learnable temperature's own rate), so such a group follows the same shape.
+Imports nothing outside the standard library.
 """
 from __future__ import annotations
 
 import math
+from typing import Callable
+
+#: ``schedule(epoch, batch_idx, n_batches, lr, warmup_lr, min_lr, epochs, warmup_epochs) -> lr`` of one step
+Schedule = Callable[..., float]
 
 
 def albef_lr(epoch: int, batch_idx: int, n_batches: int, lr: float = 1e-4, warmup_lr: float = 1e-5,
