@@ -121,6 +121,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="any other FusionConfig field, e.g. --set symmetric=true; repeatable")
     fusion.add_argument("--name", default=None,
                         help="name of the record and checkpoint folder (default: the variant), e.g. best+fixes")
+    fusion.add_argument("--memory-budget-gb", type=float, default=None,
+                        help="stream patches from chapter 3's stores when they need more memory than this "
+                             "(default: read them all into memory)")
     fusion.add_argument("--no-progress", action="store_true")
     fusion.set_defaults(handler=_cmd_train_fusion)
 
@@ -244,19 +247,21 @@ def _split_name(value: str) -> str:
 
 
 def _cmd_train_fusion(args: argparse.Namespace) -> int:
-    from .config import cuda_available
     from .fusion.stage import train_variant
+    from .training import device_name, use_bf16
 
-    device = ("cuda" if cuda_available() else "cpu") if args.device == "auto" else args.device
+    device = device_name(args.device)
     overrides = _parse_overrides(args.overrides) if args.overrides else {}
     for name, value in (("epochs", args.epochs), ("batch_size", args.batch_size)):
         if value is not None:
             overrides[name] = value
-    overrides["amp_bf16"] = device.startswith("cuda") if args.bf16 is None else args.bf16
+    overrides["amp_bf16"] = use_bf16(device, args.bf16)
     if args.compile:
         overrides["compile"] = True
+    budget = None if args.memory_budget_gb is None else int(args.memory_budget_gb * 2**30)
     record = train_variant(args.run_dir, args.variant, args.policy, device,
-                           progress=not args.no_progress and sys.stderr.isatty(), name=args.name, **overrides)
+                           progress=not args.no_progress and sys.stderr.isatty(), name=args.name,
+                           memory_budget_bytes=budget, **overrides)
     if int(os.environ.get("RANK", "0")) > 0:
         return 0  # under torchrun, rank 0 reports
     last = record["history"][-1]

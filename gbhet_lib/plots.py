@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -169,10 +169,12 @@ def tiling_overlays(slides: Sequence[Path], coords_dir: Path, max_size: int = 51
 
 
 def loss_curves(history: pd.DataFrame, terms: Sequence[str], hue: str = "policy", facet: str = "variant",
-                width: float = 3.2) -> Figure:
+                width: float = 3.2, chance: Mapping[str, str] | None = None) -> Figure:
     """Training (solid) and held-out (dashed) curves of each loss ``term`` per epoch: one row of panels per
     ``facet`` value, one column per term, one colour per ``hue`` value. ``history`` is long format with
-    ``epoch``, ``train_<term>``, optional ``val_<term>``, and the ``hue`` and ``facet`` columns."""
+    ``epoch``, ``train_<term>`` and/or ``val_<term>`` (a held-out-only term, e.g. ``itc_paper``, is drawn dashed
+    alone), and the ``hue`` and ``facet`` columns. ``chance`` (term → column, e.g. ``{"itc_paper":
+    "val_itc_chance"}``) draws that column's mean as a grey dotted line in the term's panels."""
     facets = list(dict.fromkeys(history[facet]))
     fig, axes = plt.subplots(len(facets), len(terms), figsize=(width * len(terms), 2.4 * len(facets)),
                              squeeze=False, sharex=True)
@@ -181,7 +183,8 @@ def loss_curves(history: pd.DataFrame, terms: Sequence[str], hue: str = "policy"
         for j, term in enumerate(terms):
             ax = axes[i, j]
             subset = history[history[facet] == name]
-            if f"train_{term}" not in subset or subset[f"train_{term}"].isna().all():
+            if not any(f"{side}_{term}" in subset and subset[f"{side}_{term}"].notna().any()
+                       for side in ("train", "val")):
                 ax.text(0.5, 0.5, f"no {term} loss\nin {name}", ha="center", va="center", transform=ax.transAxes,
                         fontsize=9, color="0.4")
                 ax.set_xticks([])
@@ -192,6 +195,8 @@ def loss_curves(history: pd.DataFrame, terms: Sequence[str], hue: str = "policy"
                     ax.plot(rows["epoch"], rows[f"train_{term}"], color=palette[key], label=f"{key}")
                 if f"val_{term}" in rows and rows[f"val_{term}"].notna().any():
                     ax.plot(rows["epoch"], rows[f"val_{term}"], color=palette[key], ls="--")
+            if chance and term in chance and chance[term] in subset and subset[chance[term]].notna().any():
+                ax.axhline(float(subset[chance[term]].mean()), color="0.5", ls=":", lw=1)
             ax.set_title(f"{name}: {term}", fontsize=9)
             if i == len(facets) - 1:
                 ax.set_xlabel("epoch")

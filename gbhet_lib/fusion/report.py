@@ -21,7 +21,9 @@ def histories(records: Mapping[tuple[str, str], Mapping[str, Any]]) -> pd.DataFr
 
 def summary(records: Mapping[tuple[str, str], Mapping[str, Any]]) -> pd.DataFrame:
     """One row per (variant, policy): epochs, device, training pairs/s (mean over epochs after the first), first
-    and last epoch training losses per term, and the last epoch's held-out ITC / ITM beside their chance levels."""
+    and last epoch training losses per term, the last epoch's held-out ITC (the run's own and the paper's
+    definition) and ITM (other-lineage negatives) beside their chance levels, the temperature at the start and
+    the end (learnable τ), and ``same_split_as`` for a policy that repeats another's split (trained once)."""
     rows = []
     for (variant, policy), record in records.items():
         history = pd.DataFrame(record["history"])
@@ -35,7 +37,7 @@ def summary(records: Mapping[tuple[str, str], Mapping[str, Any]]) -> pd.DataFram
             if f"train_{term}" in history:
                 row[f"first_{term}"], row[f"last_{term}"] = float(first[f"train_{term}"]), float(last[f"train_{term}"])
         for term in ("itc", "itc_paper", "itc_chance", "itm", "itm_accuracy", "itm_accuracy_chance",
-                     "itm_rolled_true_match_fraction"):
+                     "itm_negatives_per_pair", "itm_pairs_without_negatives", "itm_rolled_true_match_fraction"):
             if f"val_{term}" in history:
                 row[f"held_out_{term}"] = float(last[f"val_{term}"])
         if "temperature_end" in history:
@@ -45,6 +47,44 @@ def summary(records: Mapping[tuple[str, str], Mapping[str, Any]]) -> pd.DataFram
             row["same_split_as"] = record["same_split_as"]
         rows.append(row)
     return pd.DataFrame(rows).set_index(["variant", "policy"])
+
+
+#: the summary columns the chapter shows first (those a table has, in this order)
+MAIN_COLUMNS = ("same_split_as", "pairs_per_s", "first_itc", "last_itc", "held_out_itc", "held_out_itc_paper",
+                "held_out_itc_chance", "last_itm", "held_out_itm", "held_out_itm_accuracy",
+                "held_out_itm_accuracy_chance", "held_out_itm_rolled_true_match_fraction", "last_reconstruction")
+#: every fix of the paper's losses (reference spec §10.17), as FusionConfig overrides; τ starts at CLIP's 0.07
+ALL_FIXES = {"symmetric": True, "multi_positive": True, "itm_negatives": "similarity", "learnable_temperature": True,
+             "temperature": 0.07}
+
+
+def columns(table: pd.DataFrame, wanted: Sequence[str]) -> list[str]:
+    """The ``wanted`` columns that ``table`` has, in that order."""
+    return [c for c in wanted if c in table]
+
+
+def split_table(splits: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
+    """One row per split: training and held-out pairs, held-out slides, lineages and patients, and the policy
+    whose split it repeats (``same as``; such a split is trained once)."""
+    from ..evaluate.splits import identical_splits
+
+    first = identical_splits(splits)
+    return pd.DataFrame({name: {"train pairs": s["counts"]["train"], "held-out pairs": s["counts"]["held_out"],
+                                "held-out slides": len(s["held_out_slides"]),
+                                "held-out lineages": len(s["held_out_lineages"]),
+                                "held-out patients": len(s["held_out_patients"]),
+                                "same as": first[name] if first[name] != name else ""}
+                         for name, s in splits.items()}).T
+
+
+def paired_fixes(table: pd.DataFrame, paper: str, fixed: str) -> pd.DataFrame:
+    """The paper's run and the run with every fix side by side per policy, on the measures both share: held-out
+    ITC in the paper's definition, held-out ITM and its accuracy (other-lineage negatives), with chance levels,
+    and the temperature at the start and the end."""
+    wanted = ("epochs", "held_out_itc_paper", "held_out_itc_chance", "held_out_itm", "held_out_itm_accuracy",
+              "held_out_itm_accuracy_chance", "first_temperature", "last_temperature")
+    rows = table.loc[[paper, fixed]]
+    return rows[columns(rows, wanted)].swaplevel().sort_index(level="policy", sort_remaining=False)
 
 
 def trainable(records: Mapping[tuple[str, str], Mapping[str, Any]]) -> pd.DataFrame:

@@ -59,6 +59,20 @@ def _read_strings(dataset: h5py.Dataset) -> list[str]:
     return [v.decode() if isinstance(v, bytes) else str(v) for v in dataset[:]]
 
 
+def _wsi_record(run_dir: Path) -> dict[str, Any]:
+    """Chapter 3's typed record (:class:`~gbhet_lib.wsi.stage.WsiEncoderRecord`), validated, as a dict."""
+    from ..wsi.stage import WsiEncoderRecord
+
+    return WsiEncoderRecord.read(run_dir).to_dict()
+
+
+def _rna_record(run_dir: Path) -> dict[str, Any]:
+    """Chapter 2's typed record (:class:`~gbhet_lib.rna.stage.RnaEncoderRecord`), validated, as a dict."""
+    from ..rna.stage import RnaEncoderRecord
+
+    return RnaEncoderRecord.read(run_dir).to_dict()
+
+
 def encoder_record(run_dir: str | Path, stage: str) -> dict[str, Any]:
     """Chapter ``stage``'s encoder record (``models/<stage>/encoder.json``: ``rna`` or ``wsi``)."""
     return read_json(_require(Path(run_dir) / "models" / stage / "encoder.json", f"the {stage} chapter's record"))
@@ -84,7 +98,7 @@ def prepare_pairing(run_dir: str | Path, lineages: Any, token_sets: Mapping[str,
     from ..rna.stage import standardise_genes
 
     run_dir = Path(run_dir)
-    record = read_json(_require(run_dir / RNA_RECORD, "chapter 2's encoder record"))
+    record = _rna_record(run_dir)
     adata = anndata.read_h5ad(_require(run_dir / "data" / "rna_expression.h5ad", "chapter 2's expression"))
     values = pd.DataFrame(np.asarray(adata.X, dtype=np.float64), index=adata.obs_names, columns=adata.var_names)
     fit_on = pd.Index(record["fit_on"])
@@ -119,6 +133,37 @@ def prepare_pairing(run_dir: str | Path, lineages: Any, token_sets: Mapping[str,
     return out
 
 
+def prepare_pairs(run_dir: str | Path, cohort: Any, variants: Sequence[str],
+                  memory_budget_bytes: int | None = None) -> dict[str, Any]:
+    """Chapter 4's pairing step (notebook side): write ``data/fusion/pairing.h5`` with chapter 2's PPI tokens and
+    one token per chromosome, then load the pairs of every token set the ``variants`` use.
+
+    Returns token set → :class:`~gbhet_lib.fusion.data.PairedPatches` (streamed from the patch stores when the
+    patches need more than ``memory_budget_bytes``, see :func:`load_pairing`).
+    """
+    import anndata
+
+    from ..rna.tokens import GeneTokens, chromosome_tokens
+    from ..rundir import RunDir
+    from .train import variant_tokens
+
+    run = RunDir.of(run_dir)
+    ppi = GeneTokens.load_json(run.gene_tokens)
+    genes = list(anndata.read_h5ad(run.expression, backed="r").var_names)
+    prepare_pairing(run.root, cohort.lineages,
+                    {"ppi": ppi.tokens, "chromosome": chromosome_tokens(genes, cohort.genes).tokens})
+    img_size = _wsi_record(run.root)["encoder"]["img_size"]
+    return {tokens: load_pairing(run.root, tokens, img_size, memory_budget_bytes)
+            for tokens in dict.fromkeys(variant_tokens(v) for v in variants)}
+
+
+def is_streamed(data: Any) -> bool:
+    """Whether the pairs' patches are read from the stores on demand (not held in memory)."""
+    from .data import PatchStoreImages
+
+    return isinstance(data.images, PatchStoreImages)
+
+
 def _token_data(h5: h5py.File, where: str, samples: list[str], token_set: str):
     from ..rna.train import TokenData
 
@@ -138,7 +183,7 @@ def load_pairing(run_dir: str | Path, token_set: str, img_size: int, memory_budg
     from .data import pair_patches, read_patch_stores
 
     run_dir = Path(run_dir)
-    wsi = read_json(_require(run_dir / WSI_RECORD, "chapter 3's encoder record"))
+    wsi = _wsi_record(run_dir)
     with h5py.File(_require(run_dir / PAIRING, "the fusion chapter's pairing file"), "r") as h5:
         rna = _token_data(h5, "rna", _read_strings(h5["rna/lineages"]), token_set)
         ids, patients = _read_strings(h5["lineages/ids"]), _read_strings(h5["lineages/patient"])
@@ -249,18 +294,19 @@ def wsi_encoder_for_split(run_dir: str | Path, policy: str, data, device: str = 
     Returns the encoder (evaluation mode) and its checkpoint path.
     """
     from ..wsi.encoder import load_encoder
-    from ..wsi.train import PatchArrays, TripletConfig, train_triplet
+    from ..training import use_bf16
+    from ..wsi.train import TripletConfig, train_triplet
 
     run_dir = Path(run_dir)
-    record = read_json(_require(run_dir / WSI_RECORD, "chapter 3's encoder record"))
+    record = _wsi_record(run_dir)
     split = read_split(run_dir, policy)
     train_rows, _ = split_rows(data, split)
-    settings = TripletConfig(**{**record["settings"], "device": device, "amp_bf16": device != "cpu"
-                                and record["settings"].get("amp_bf16", False)})
+    settings = TripletConfig(**{**record["settings"], "device": device,
+                                "amp_bf16": use_bf16(device, record["settings"].get("amp_bf16", False))})
     folder = settings_folder(run_dir / FUSION_MODELS, f"wsi-{policy}", _any_device(settings), record["encoder"],
                              split["digest"])
     if not _finished(folder, settings.epochs):
-        patches = PatchArrays(data.images[train_rows], data.patch_lineage[train_rows])
+        patches = data.triplet_data(train_rows)
         train_triplet(_wsi_factory(record), patches, None, settings, folder, progress=progress)
     return load_encoder(folder / "last.pt", device), folder / "last.pt"
 
@@ -286,7 +332,7 @@ def rna_encoder_for(run_dir: str | Path, token_set: str, device: str = "cpu", pr
     from ..rna.train import PretrainConfig, load_model, pretrain
 
     run_dir = Path(run_dir)
-    record = read_json(_require(run_dir / RNA_RECORD, "chapter 2's encoder record"))
+    record = _rna_record(run_dir)
     if record["token_method"] == token_set:
         path = run_dir / record["checkpoint"]
         return load_model(path, device), path
@@ -300,14 +346,20 @@ def rna_encoder_for(run_dir: str | Path, token_set: str, device: str = "cpu", pr
 
 # ------------------------------------------------------------------------------------------------ training
 def train_variant(run_dir: str | Path, variant: str, policy: str = "patch", device: str = "cpu",
-                  progress: bool = True, data=None, name: str | None = None, **overrides: Any) -> dict[str, Any]:
+                  progress: bool = True, data=None, name: str | None = None, study_seed: int | None = None,
+                  memory_budget_bytes: int | None = None,
+                  **overrides: Any) -> dict[str, Any]:
     """Train ``variant`` on the training pairs of the ``policy`` split of a run (what ``gbhet train-fusion``
     runs). Resumes a checkpoint of the same settings; a finished one is not retrained.
 
     ``data`` (a :class:`~gbhet_lib.fusion.data.PairedPatches` with the variant's tokens) saves re-reading the
     patch stores when called in a loop; ``overrides`` are :class:`~gbhet_lib.fusion.train.FusionConfig` fields;
     ``name`` (default: the variant) names the record and checkpoint folder, e.g. ``best+fixes`` for the variant
-    trained with other settings beside the paper's.
+    trained with other settings beside the paper's. The model's seed is derived from the study seed
+    (``study_seed``, default the run's ``config.json``), the variant and the split, so ``gbhet run --seed 1``
+    starts every fusion model differently while ``best`` and ``best+fixes`` start from the same weights (a paired
+    comparison). ``memory_budget_bytes``: stream the patches from chapter 3's stores when they exceed it (see
+    :func:`load_pairing`).
 
     Returns the record written to ``models/fusion/<name>-<policy>.json``: checkpoint, split digest, settings,
     pairs, excluded patches, trainable parameters, device, and the history (one dict per epoch).
@@ -315,6 +367,7 @@ def train_variant(run_dir: str | Path, variant: str, policy: str = "patch", devi
     import torch
 
     from .distributed import process_group, rank_device
+    from ..training import derive_seed, use_bf16
     from .train import train_fusion, variant_config, variant_tokens
 
     run_dir = Path(run_dir)
@@ -323,10 +376,10 @@ def train_variant(run_dir: str | Path, variant: str, policy: str = "patch", devi
     if not name or any(c in name for c in "/\\ ") or name.startswith("."):
         raise ValueError(f"name={name!r} must be a plain file-name part (no spaces or slashes)")
     with process_group(device) as (rank, world):
-        wsi_record = read_json(_require(run_dir / WSI_RECORD, "chapter 3's encoder record"))
+        wsi_record = _wsi_record(run_dir)
         token_set = variant_tokens(variant)
         if data is None:
-            data = load_pairing(run_dir, token_set, wsi_record["encoder"]["img_size"])
+            data = load_pairing(run_dir, token_set, wsi_record["encoder"]["img_size"], memory_budget_bytes)
         split = read_split(run_dir, policy)
         train_rows, held_rows = split_rows(data, split)
         if world > 1:  # rank 0 makes the encoders (one training, not one per rank), then every rank reads them
@@ -336,7 +389,10 @@ def train_variant(run_dir: str | Path, variant: str, policy: str = "patch", devi
             torch.distributed.barrier()
         image_encoder, wsi_path = wsi_encoder_for_split(run_dir, policy, data, device)
         rna_encoder, rna_path = rna_encoder_for(run_dir, token_set, device)
-        config = variant_config(variant, **{"seed": 42, **overrides, "device": device})
+        if study_seed is None:
+            study_seed = int(read_json(_require(run_dir / "config.json", "the run's configuration"))["seed"])
+        config = variant_config(variant, **{"seed": derive_seed(study_seed, "fusion", variant, policy),
+                                            "amp_bf16": use_bf16(device), **overrides, "device": device})
         extra = {"name": name, "variant": variant, "policy": policy, "split_digest": split["digest"],
                  "token_set": token_set,
                  "wsi_encoder": str(wsi_path.relative_to(run_dir)), "rna_encoder": str(rna_path.relative_to(run_dir))}
@@ -362,3 +418,32 @@ def read_trained(run_dir: str | Path, variant: str, policy: str) -> dict[str, An
         raise MissingInputs(f"no trained {variant!r} model for the {policy!r} split in {path.parent}; train it "
                             f"with `gbhet train-fusion --run-dir {run_dir} --variant {variant} --policy {policy}`")
     return read_json(path)
+
+
+def train_grid(run_dir: str | Path, variants: Sequence[str], splits: Mapping[str, Mapping[str, Any]],
+               pairs: Mapping[str, Any], device: str = "cpu", name: str | None = None,
+               **settings: Any) -> dict[tuple[str, str], dict[str, Any]]:
+    """Train every variant under every split of ``splits`` (policy → split record), each distinct split once.
+
+    Policies whose splits hold out the same patches (:func:`gbhet_lib.evaluate.splits.identical_splits`; on the
+    demo cohort ``slide`` and ``lineage``) are not trained again: their entry is the first policy's record with
+    ``same_split_as`` naming it. ``pairs`` maps a token set to its :class:`~gbhet_lib.fusion.data.PairedPatches`;
+    ``name`` (default: the variant) as in :func:`train_variant`; ``settings`` are FusionConfig overrides.
+
+    Returns (name or variant, policy) → record.
+    """
+    from ..evaluate.splits import identical_splits
+    from .train import variant_tokens
+
+    first = identical_splits(splits)
+    records: dict[tuple[str, str], dict[str, Any]] = {}
+    for variant in variants:
+        label = name or variant
+        for policy in splits:
+            if first[policy] != policy:
+                records[(label, policy)] = {**records[(label, first[policy])], "policy": policy,
+                                            "same_split_as": first[policy]}
+                continue
+            records[(label, policy)] = train_variant(run_dir, variant, policy, device, progress=False,
+                                                     data=pairs[variant_tokens(variant)], name=name, **settings)
+    return records
