@@ -46,8 +46,21 @@ def test_all_notebooks_execute_on_the_demo_profile(tmp_path: Path) -> None:
     assert rna["n_genes"] == 400 and rna["louvain_ari"] > 0.5 and set(rna["probe_r2"]) == set(PROGRAM_NAMES)
     wsi = json.loads((config.run_dir / "metrics" / "wsi.json").read_text())
     assert wsi["n_slides"] == data["lineages"] and wsi["n_patches"] > 0 and 0 < wsi["lineage_chance"] < 1
+    from gbhet_lib.rna.stage import RnaEncoderRecord, read_embedding
+    from gbhet_lib.rundir import RunDir
+    from gbhet_lib.wsi.stage import WsiEncoderRecord
+
+    run = RunDir.of(config.run_dir)
+    record = WsiEncoderRecord.read(run)
+    assert len(record.slide_lineage) == wsi["n_slides"] and set(record.slide_patient) == set(record.slide_lineage)
+    assert run.split_path("wsi-slide").exists()
+    assert read_embedding(run).shape[0] == rna["n_samples"] and RnaEncoderRecord.read(run).standardise
     fusion = json.loads((config.run_dir / "metrics" / "fusion.json").read_text())
     assert fusion["pairs"]["pairs"] == wsi["n_patches"] and fusion["excluded"]["patches_without_rna"] == 0
+    # one slide per lineage in the demo: slide and lineage draw one split, trained once and reported as such
+    assert fusion["identical_splits"] == {"lineage": "slide"}
+    assert fusion["variants"]["best"]["lineage"]["same_split_as"] == "slide"
+    assert fusion["fixes"]["epochs"] == 2 and fusion["streamed"] is False
     assert set(fusion["variants"]) == {"best", "frozen", "chromosome"}
     assert set(fusion["fixes"]["best+fixes"]) == {"patch", "slide", "lineage", "patient"}
     for variant, policies in fusion["variants"].items():

@@ -17,10 +17,10 @@ from fusion_tiny import TINY_FUSION, tiny_encoders, tiny_pairs
 
 from gbhet_lib.config import ConfigError, StudyConfig
 from gbhet_lib.fusion import train as fusion_train
-from gbhet_lib.fusion.train import init_fusion, load_fusion_model, train_fusion, variant_config
+from gbhet_lib.fusion.train import init_fusion, train_fusion, variant_config
 from gbhet_lib.rna.losses import Temperature
 from gbhet_lib.training import TrainConfig, build_optimizer, derive_seed, device_name, rank_device, \
-    read_checkpoint, resolve_device, seed_everything, use_bf16
+    read_checkpoint, resolve_device, use_bf16
 
 
 def test_the_old_module_names_are_still_importable() -> None:

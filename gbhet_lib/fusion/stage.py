@@ -22,7 +22,6 @@ evaluation cannot use another split.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any, Mapping, Sequence

@@ -20,7 +20,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Literal, Sequence, Union
+from typing import Any, Callable, Sequence, Union
 
 import numpy as np
 import pandas as pd
@@ -28,13 +28,13 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from ..evaluate.splits import SPLIT_POLICIES, SplitPolicy  # noqa: F401  (one list of policies, re-exported)
 from ..training import Run, TrainConfig, albef_lr, bf16_autocast, fit, require, resolve_device, seed_everything
 from .encoder import CHECKPOINT_FORMAT, PatchEncoder
 from .features import extract_features
 from .triplet import PAPER_MARGIN, hardest_negative_triplet_loss
 
 KIND = "wsi_triplet"
-from ..evaluate.splits import SPLIT_POLICIES, SplitPolicy  # noqa: E402,F401  (one list of policies, re-exported)
 _AUGMENT_SEED_OFFSET = 1  # the augmentation generator: seed + 1 (shuffling uses seed)
 _VAL_SEED_OFFSET = 2  # the fixed order of validation batches: seed + 2
 
