@@ -218,15 +218,6 @@ def settings_folder(root: Path, prefix: str, *settings: Any) -> Path:
     return Path(root) / f"{prefix}-{digest}"
 
 
-def write_model_record(run: RunDir, stage: str, checkpoint: str | Path, **fields: Any) -> Path:
-    """``models/<stage>/encoder.json``: where a stage's trained encoder is and how it was made (paths relative to
-    the run directory), for the chapters that build on it. ``fields`` must be JSON-compatible."""
-    checkpoint = Path(checkpoint)
-    if checkpoint.is_absolute() or checkpoint.parts[:len(run.root.parts)] == run.root.parts:
-        checkpoint = checkpoint.relative_to(run.root)
-    return write_json_atomic(run.models / stage / "encoder.json", {"checkpoint": str(checkpoint), **fields})
-
-
 class RecordError(ValueError):
     """A stage record is missing, unreadable or lacks a field; the message names the file and the fix."""
 

@@ -31,7 +31,6 @@ SplitPolicy = Literal["patch", "slide", "lineage", "patient"]
 SPLIT_POLICIES: tuple[str, ...] = ("patch", "slide", "lineage", "patient")
 CV_POLICY = "patient_cv"
 SPLIT_FORMAT = "gbhet.split/1"
-SPLITS_FOLDER = Path("models/splits")
 
 
 class SplitMismatch(ValueError):
@@ -184,7 +183,9 @@ def run_split_path(run_dir: str | Path, name: str) -> Path:
     """``<run_dir>/models/splits/<name>.json``: the one folder of every chapter's splits."""
     if not name or any(c in name for c in "/\\ ") or name.startswith("."):
         raise ValueError(f"split name {name!r} must be a plain file-name part (no spaces or slashes)")
-    return Path(run_dir) / SPLITS_FOLDER / f"{name}.json"
+    from ..rundir import RunDir
+
+    return RunDir.of(run_dir).split_path(name)
 
 
 def write_split(path: str | Path, split: Mapping[str, Any]) -> dict[str, Any]:

@@ -30,12 +30,8 @@ import h5py
 import numpy as np
 
 from ..io import atomic_path, read_json, write_json_atomic
-from ..rundir import settings_folder
+from ..rundir import RunDir, settings_folder
 
-PAIRING = Path("data/fusion/pairing.h5")
-RNA_RECORD = Path("models/rna/encoder.json")
-WSI_RECORD = Path("models/wsi/encoder.json")
-FUSION_MODELS = Path("models/fusion")
 DEFAULT_HELD_OUT_FRACTION = 0.25
 
 
@@ -109,7 +105,7 @@ def prepare_pairing(run_dir: str | Path, lineages: Any, token_sets: Mapping[str,
     has_rna = [lid for lid, sample in sample_of.items() if pd.notna(sample) and sample in values.index]
     genes = list(values.columns)
     position = {g: j for j, g in enumerate(genes)}
-    out = run_dir / PAIRING
+    out = RunDir.of(run_dir).pairing
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out) as tmp, h5py.File(tmp, "w") as h5:
         h5["genes"] = _strings(genes)
@@ -143,7 +139,6 @@ def prepare_pairs(run_dir: str | Path, cohort: Any, variants: Sequence[str],
     import anndata
 
     from ..rna.tokens import GeneTokens, chromosome_tokens
-    from ..rundir import RunDir
     from .train import variant_tokens
 
     run = RunDir.of(run_dir)
@@ -183,7 +178,7 @@ def load_pairing(run_dir: str | Path, token_set: str, img_size: int, memory_budg
 
     run_dir = Path(run_dir)
     wsi = _wsi_record(run_dir)
-    with h5py.File(_require(run_dir / PAIRING, "the fusion chapter's pairing file"), "r") as h5:
+    with h5py.File(_require(RunDir.of(run_dir).pairing, "the fusion chapter's pairing file"), "r") as h5:
         rna = _token_data(h5, "rna", _read_strings(h5["rna/lineages"]), token_set)
         ids, patients = _read_strings(h5["lineages/ids"]), _read_strings(h5["lineages/patient"])
     images, slides, keys = read_patch_stores([run_dir / p for p in wsi["patch_stores"]], img_size,
@@ -194,7 +189,7 @@ def load_pairing(run_dir: str | Path, token_set: str, img_size: int, memory_budg
 
 def pool_tokens(run_dir: str | Path, token_set: str):
     """(train, validation) :class:`~gbhet_lib.rna.train.TokenData` of the RNA-only pool, split as in chapter 2."""
-    with h5py.File(_require(Path(run_dir) / PAIRING, "the fusion chapter's pairing file"), "r") as h5:
+    with h5py.File(_require(RunDir.of(run_dir).pairing, "the fusion chapter's pairing file"), "r") as h5:
         data = _token_data(h5, "pool", _read_strings(h5["pool/samples"]), token_set)
         is_train = h5["pool/is_train"][:]
     return data.subset(np.flatnonzero(is_train)), data.subset(np.flatnonzero(~is_train))
@@ -302,7 +297,7 @@ def wsi_encoder_for_split(run_dir: str | Path, policy: str, data, device: str = 
     train_rows, _ = split_rows(data, split)
     settings = TripletConfig(**{**record["settings"], "device": device,
                                 "amp_bf16": use_bf16(device, record["settings"].get("amp_bf16", False))})
-    folder = settings_folder(run_dir / FUSION_MODELS, f"wsi-{policy}", _any_device(settings), record["encoder"],
+    folder = settings_folder(RunDir.of(run_dir).fusion_models, f"wsi-{policy}", _any_device(settings), record["encoder"],
                              split["digest"])
     if not _finished(folder, settings.epochs):
         patches = data.triplet_data(train_rows)
@@ -337,7 +332,7 @@ def rna_encoder_for(run_dir: str | Path, token_set: str, device: str = "cpu", pr
         return load_model(path, device), path
     train, val = pool_tokens(run_dir, token_set)
     settings = PretrainConfig(**{**record["settings"], "device": device})
-    folder = settings_folder(run_dir / FUSION_MODELS, f"rna-{token_set}", _any_device(settings), train.token_sizes)
+    folder = settings_folder(RunDir.of(run_dir).fusion_models, f"rna-{token_set}", _any_device(settings), train.token_sizes)
     if not _finished(folder, settings.epochs):
         pretrain(settings, train, val, folder, progress=progress)
     return load_model(folder / "last.pt", device), folder / "last.pt"
@@ -395,7 +390,7 @@ def train_variant(run_dir: str | Path, variant: str, policy: str = "patch", devi
         extra = {"name": name, "variant": variant, "policy": policy, "split_digest": split["digest"],
                  "token_set": token_set,
                  "wsi_encoder": str(wsi_path.relative_to(run_dir)), "rna_encoder": str(rna_path.relative_to(run_dir))}
-        folder = settings_folder(run_dir / FUSION_MODELS, f"{name}-{policy}", config.to_dict(), extra, world)
+        folder = settings_folder(RunDir.of(run_dir).fusion_models, f"{name}-{policy}", config.to_dict(), extra, world)
         history = train_fusion(config, data.subset(train_rows), image_encoder, rna_encoder, folder,
                                val=data.subset(held_rows) if len(held_rows) >= 2 else None, extra=extra,
                                progress=progress and rank == 0)
@@ -406,13 +401,13 @@ def train_variant(run_dir: str | Path, variant: str, policy: str = "patch", devi
                   "trainable_parameters": history.attrs["trainable_parameters"],
                   "history": json.loads(history.to_json(orient="records"))}
         if rank == 0:
-            write_json_atomic(run_dir / FUSION_MODELS / f"{name}-{policy}.json", record)
+            write_json_atomic(RunDir.of(run_dir).fusion_models / f"{name}-{policy}.json", record)
         return record
 
 
 def read_trained(run_dir: str | Path, variant: str, policy: str) -> dict[str, Any]:
     """The record of a trained (variant or name, policy) fusion model (see :func:`train_variant`)."""
-    path = Path(run_dir) / FUSION_MODELS / f"{variant}-{policy}.json"
+    path = RunDir.of(run_dir).fusion_models / f"{variant}-{policy}.json"
     if not path.exists():
         raise MissingInputs(f"no trained {variant!r} model for the {policy!r} split in {path.parent}; train it "
                             f"with `gbhet train-fusion --run-dir {run_dir} --variant {variant} --policy {policy}`")
