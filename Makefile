@@ -10,12 +10,13 @@ STAMP  := $(VENV)/.installed
 
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: install test book study clean help
+.PHONY: install test book study claims clean help
 
 help:
 	@echo "make book   - install, run every chapter on the demo profile (gbhet run), render _build/html"
 	@echo "make test   - install, run unit tests and notebook smoke tests"
 	@echo "make study  - only run the chapters (RUN_DIR=$(RUN_DIR), SEED=$(SEED))"
+	@echo "make claims - check every planted-truth claim of a finished run (RUN_DIR=$(RUN_DIR)); fails on any that does not hold"
 	@echo "make clean  - remove _build, runs/ and caches (keeps .venv)"
 
 $(BIN)/python:
@@ -37,6 +38,9 @@ study: install
 
 book: study
 	$(BIN)/gbhet book --run-dir $(RUN_DIR)
+
+claims: install
+	$(BIN)/python -m pytest claims --run-dir $(RUN_DIR) -p no:cacheprovider
 
 clean:
 	rm -rf _build book/chapters runs .pytest_cache

@@ -266,3 +266,19 @@ def kaplan_meier_panels(comparisons: dict) -> Figure:
         kaplan_meier(comparison, ax=ax)
         ax.set_title(f"{name}: " + ax.get_title())
     return fig
+
+
+def cv_retrieval(per_lineage: pd.DataFrame, chance: float = 0.5, ax: Axes | None = None) -> Axes:
+    """Percentile of each held-out lineage's own RNA profile under patient-level CV (one dot per lineage, per
+    predictor: ``model_percentile`` and ``blind_percentile`` columns), with the means and chance (dashed)."""
+    ax = ax or plt.subplots(figsize=(5, 3))[1]
+    long = per_lineage.melt(id_vars=["lineage", "patient"], value_vars=["model_percentile", "blind_percentile"],
+                            var_name="predictor", value_name="percentile")
+    long["predictor"] = long["predictor"].map({"model_percentile": "fusion model", "blind_percentile": "image-blind"})
+    sns.stripplot(data=long, x="predictor", y="percentile", hue="patient", ax=ax, size=5, jitter=0.2, legend=False)
+    sns.pointplot(data=long, x="predictor", y="percentile", ax=ax, color="black", markers="_", errorbar=None,
+                  linestyles="none")
+    ax.axhline(chance, color="0.5", ls="--", lw=1)
+    ax.set(ylim=(-0.05, 1.05), xlabel="", ylabel="percentile of the own profile (1 = first)",
+           title="held-out lineages, patient-level CV")
+    return ax

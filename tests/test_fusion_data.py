@@ -285,3 +285,16 @@ def test_patient_split_needs_patient_ids() -> None:
         split_patches(slides, lineages, "patient", patient_ids=["P1", "P2"])
     with pytest.raises(ValueError, match="two patients"):
         split_patches(slides, lineages, "patient", patient_ids=["P1", "P1", "P1"])
+
+
+def test_per_slide_sampling_caps_each_slide_reproducibly_and_counts_the_rest() -> None:
+    pairs = _pairs()
+    counts = pd.Series(pairs.patch_slide).value_counts()
+    capped = pairs.per_slide(1, seed=3)
+    assert pd.Series(capped.patch_slide).value_counts().max() == 1
+    assert set(capped.patch_slide) == set(pairs.patch_slide)
+    assert capped.excluded["patches_not_sampled"] == len(pairs) - len(counts)
+    assert list(pairs.per_slide(1, seed=3).patch_key) == list(capped.patch_key)
+    assert len(pairs.per_slide(int(counts.max()), seed=0)) == len(pairs)  # a cap above every slide keeps all
+    with pytest.raises(ValueError, match="patches_per_slide=0"):
+        pairs.per_slide(0)

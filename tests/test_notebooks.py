@@ -21,7 +21,8 @@ from gbhet_lib.runner import discover_stages, run_study
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 #: small sizes so that the whole study runs in a minute or two; a stage receives the ones it declares
 SMOKE_PARAMETERS = {"n_patients": 2, "n_pool": 60, "n_genes": 400, "n_paired": 6, "slide_width": 1024,
-                    "slide_height": 768, "n_jobs": 1, "epochs": 2, "encoder_img_size": 32, "fixes_epochs": 2}
+                    "slide_height": 768, "n_jobs": 1, "epochs": 2, "encoder_img_size": 32, "fixes_epochs": 2,
+                    "power_replicates": 4, "probe_folds": 2, "cv_folds": 2}
 #: the metrics file each stage writes (metrics/<name>.json)
 STAGE_METRICS = {"01_data": "01_data", "02_rna_encoding": "rna", "03_wsi_encoding": "wsi",
                  "04_fusion_training": "fusion"}
@@ -45,7 +46,10 @@ def test_all_notebooks_execute_on_the_demo_profile(tmp_path: Path) -> None:
     rna = json.loads((config.run_dir / "metrics" / "rna.json").read_text())
     assert rna["n_genes"] == 400 and rna["louvain_ari"] > 0.5 and set(rna["probe_r2"]) == set(PROGRAM_NAMES)
     wsi = json.loads((config.run_dir / "metrics" / "wsi.json").read_text())
-    assert wsi["n_slides"] == data["lineages"] and wsi["n_patches"] > 0 and 0 < wsi["lineage_chance"] < 1
+    assert wsi["n_slides"] == data["slides"] == 2 * data["lineages"] and wsi["n_patches"] > 0
+    assert 0 < wsi["lineage_chance"] < 1 and set(wsi["probe_r2_slide"]) == set(PROGRAM_NAMES)
+    for metrics in (data, rna, wsi):
+        assert metrics["claims"] and all(isinstance(c["holds"], bool) for c in metrics["claims"])
     from gbhet_lib.rna.stage import RnaEncoderRecord, read_embedding
     from gbhet_lib.rundir import RunDir
     from gbhet_lib.wsi.stage import WsiEncoderRecord
@@ -57,9 +61,9 @@ def test_all_notebooks_execute_on_the_demo_profile(tmp_path: Path) -> None:
     assert read_embedding(run).shape[0] == rna["n_samples"] and RnaEncoderRecord.read(run).standardise
     fusion = json.loads((config.run_dir / "metrics" / "fusion.json").read_text())
     assert fusion["pairs"]["pairs"] == wsi["n_patches"] and fusion["excluded"]["patches_without_rna"] == 0
-    # one slide per lineage in the demo: slide and lineage draw one split, trained once and reported as such
-    assert fusion["identical_splits"] == {"lineage": "slide"}
-    assert fusion["variants"]["best"]["lineage"]["same_split_as"] == "slide"
+    # two slides per lineage: the slide and lineage splits differ, so each is trained
+    assert "lineage" not in fusion["identical_splits"] and "same_split_as" not in fusion["variants"]["best"]["lineage"]
+    assert fusion["claims"] and fusion["patient_cv"]["folds"] == 2
     assert fusion["fixes"]["epochs"] == 2 and fusion["streamed"] is False
     assert set(fusion["variants"]) == {"best", "frozen", "chromosome"}
     assert set(fusion["fixes"]["best+fixes"]) == {"patch", "slide", "lineage", "patient"}
@@ -108,8 +112,8 @@ def test_every_chapter_runs_the_reference_profile_offline_from_the_mirror(tmp_pa
     assert {"subtype_acc", "subtype_acc_raw", "c_index"} <= set(rna)
     wsi = json.loads((config.run_dir / "metrics" / "wsi.json").read_text())
     fusion = json.loads((config.run_dir / "metrics" / "fusion.json").read_text())
-    assert wsi["n_slides"] == 6 and fusion["pairs"] == {"pairs": wsi["n_patches"], "slides": 6, "lineages": 6,
-                                                        "patients": 6}
+    assert wsi["n_slides"] == 12 and fusion["pairs"] == {"pairs": wsi["n_patches"], "slides": 12, "lineages": 6,
+                                                         "patients": 6}
     assert fusion["variants"]["chromosome"]["patient"]["epochs"] == 2
 
 

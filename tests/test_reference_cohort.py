@@ -44,7 +44,7 @@ def test_paired_patients_are_stratified_and_slides_follow_real_scores(reference_
     cohort = reference_cohort
     assert cohort.lineages["group"].nunique() == 4  # every subtype gets slides
     truth = cohort.truth
-    stats = pd.DataFrame({lid: truth.slide_stats[f"{lid}.tiff"] for lid in cohort.lineages.index}).T
+    stats = pd.DataFrame({lid: truth.slide_stats[f"{lid}-S1.tiff"] for lid in cohort.lineages.index}).T
     activity = truth.activity.loc[cohort.lineages.index]
     assert stats["necrosis_fraction_of_tissue"].corr(activity["hypoxia"], method="spearman") > 0.6
     assert stats["nuclei_per_mm2_tissue"].corr(activity["proliferation"], method="spearman") > 0.6

@@ -97,6 +97,13 @@ def test_pretraining_loss_decreases(data: TokenData, tmp_path: Path) -> None:
     assert embed(model, data, batch_size=40).shape == (96, 16)
     projection = embed(model, data, output="projection")
     np.testing.assert_allclose(np.linalg.norm(projection, axis=1), 1, rtol=1e-5)
+    token_outputs = embed(model, data, batch_size=40, output="tokens")  # K = 3 outputs of 16, token order
+    assert token_outputs.shape == (96, 3 * 16)
+    with torch.no_grad():
+        out = model(data.tensors())
+    np.testing.assert_allclose(token_outputs[:, 16:32], out.tokens[:, 2].numpy(), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="'cls', 'projection' or 'tokens'"):
+        embed(model, data, output="mean")  # type: ignore[arg-type]
 
 
 def test_interrupted_run_resumes_bit_identically(data: TokenData, tmp_path: Path, kill_training_at) -> None:

@@ -82,14 +82,14 @@ def test_semisynthetic_cohort_follows_the_contract_and_scores_drive_slides(tmp_p
     cohort = load_cohort(out)
     assert cohort.kind == "semisynthetic" and cohort.expression_unit == "log_expression"
     assert cohort.metadata["cleaning"]["genes_without_ensembl_id"] == 1
-    assert len(cohort.lineages) == 10 and cohort.expression_pool.shape[1] == 30
+    assert len(cohort.lineages) == 10 and cohort.expression_pool.shape[1] == 30 and len(cohort.slides) == 20
     assert list(cohort.expression_lineages.columns) == list(cohort.lineages["rna_sample_id"])
     assert set(cohort.lineages["group"]) == {"Neural", "Mesenchymal"}
     assert cohort.patients.index.tolist() == cohort.lineages["patient_id"].tolist()
     assert len(cohort.ppi_edges) == 2  # the edge to a gene not in the expression table is dropped
     truth = cohort.truth
     assert truth.visible_programs == ["hypoxia", "proliferation", "angiogenesis"]
-    necrosis = pd.Series({lid: truth.slide_stats[f"{lid}.tiff"]["necrosis_fraction_of_tissue"]
+    necrosis = pd.Series({lid: truth.slide_stats[f"{lid}-S1.tiff"]["necrosis_fraction_of_tissue"]
                           for lid in cohort.lineages.index})
     hypoxia = truth.activity.loc[cohort.lineages.index, "hypoxia"]
     assert necrosis.corr(hypoxia, method="spearman") > 0.8

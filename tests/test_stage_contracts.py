@@ -224,7 +224,8 @@ def test_chapter_1_stage_on_a_small_cohort(small_cohort: Path) -> None:
 
     cohort = load_cohort(small_cohort)
     counts = data_stage.cohort_counts(cohort)
-    assert counts == {"patients": 4, "lineages": len(cohort.lineages), "pool_samples": 150, "genes": 600}
+    assert counts == {"patients": 4, "lineages": len(cohort.lineages), "slides": 2 * len(cohort.lineages),
+                      "pool_samples": 150, "genes": 600}
     assert data_stage.cohort_counts(None) == {} and "stops at acquisition" in data_stage.describe_cohort(None, "full")
     assert len(data_stage.cohort_table(cohort)) == len(cohort.lineages)
     assert data_stage.library_size_metrics(cohort)["library_size_ratio_max_min"] > 1
@@ -246,8 +247,9 @@ def test_chapter_3_stage_indexes_patches_by_slide_lineage_and_patient(small_coho
     cohort = load_cohort(small_cohort)
     run = RunDir.of(tmp_path).create()
     report, counts = wsi_stage.tile_cohort(run, cohort, 10.0, 64, 0.5, n_jobs=1)
-    assert counts["n_slides"] == len(cohort.lineages) and counts["n_patches"] == report["patches"].sum() > 0
+    assert counts["n_slides"] == len(cohort.slides) and counts["n_patches"] == report["patches"].sum() > 0
     data = wsi_stage.build_patch_stores(run, cohort)
+    assert len(data.slide_lineage) == len(cohort.slides) > len(set(data.slide_lineage.values())) == len(cohort.lineages)
     assert len(data.keys) == counts["n_patches"] and len(set(data.keys)) == len(data.keys)
     for slide, lineage, patient, key in zip(data.slide, data.lineage, data.patient, data.keys):
         assert key.startswith(f"{slide}:") and data.slide_lineage[slide] == lineage
@@ -257,6 +259,9 @@ def test_chapter_3_stage_indexes_patches_by_slide_lineage_and_patient(small_coho
     _, train, held = wsi_stage.draw_validation_split(run, data, "patient", 0.3, seed=0)
     assert not set(data.patient[train]) & set(data.patient[held])
     assert run.split_path("wsi-patient").exists()
+    _, train, held = wsi_stage.draw_validation_split(run, data, "slide", 0.3, seed=0)
+    assert set(data.lineage[train]) & set(data.lineage[held])  # sections of one lineage on both sides
+    assert not set(data.slide[train]) & set(data.slide[held])
 
 
 def test_chapter_3_replaces_its_split_when_drawn_otherwise(tmp_path: Path) -> None:

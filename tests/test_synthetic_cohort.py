@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import tifffile
 
-from gbhet_lib.data.cohort import CohortTruth
+from gbhet_lib.data.cohort import CohortTruth, load_cohort
 from gbhet_lib.data.synthetic import (PROGRAM_NAMES, VISIBLE_PROGRAMS, CohortSpec, SlideGeometry, cohort_is_complete,
                                       make_demo_cohort, render_slide)
 
@@ -96,9 +96,9 @@ def test_invisible_program_leaves_slide_pixels_unchanged(program: str) -> None:
 
 
 def test_slides_open_in_openslide_with_levels_and_mpp(small_cohort: Path, small_spec: CohortSpec) -> None:
-    lineages = _read(small_cohort, "lineages.tsv")
+    slides = _read(small_cohort, "slides.tsv")
     geometry = small_spec.slide
-    for slide_file in lineages["slide_file"]:
+    for slide_file in slides["slide_file"]:
         path = small_cohort / slide_file
         with openslide.OpenSlide(str(path)) as slide:
             assert slide.properties["openslide.vendor"] == "generic-tiff"
@@ -130,7 +130,10 @@ def test_truth_is_consistent_with_tables(small_cohort: Path, small_spec: CohortS
     edges = pd.read_csv(small_cohort / "ppi_edges.tsv", sep="\t")
 
     assert sorted(truth.slide_lineage) == sorted(p.name for p in (small_cohort / "slides").glob("*.tiff"))
-    assert {Path(f).name: lid for lid, f in lineages["slide_file"].items()} == truth.slide_lineage
+    slides = _read(small_cohort, "slides.tsv")
+    assert {Path(f).name: lid for f, lid in zip(slides["slide_file"], slides["lineage_id"])} == truth.slide_lineage
+    assert (slides.groupby("lineage_id").size() == small_spec.slides_per_lineage).all()
+    assert set(slides["lineage_id"]) == set(lineages.index)
     assert lineages["patient_id"].to_dict() == truth.lineage_patient
     assert set(lineages["patient_id"]) == set(patients.index)
     assert lineages.groupby("patient_id").size().between(small_spec.min_lineages, small_spec.max_lineages).all()
@@ -198,7 +201,8 @@ def test_same_seed_same_cohort_other_seed_other_cohort(tmp_path: Path) -> None:
     a = make_demo_cohort(tmp_path / "a", spec, seed=11, n_jobs=1, progress=False)
     b = make_demo_cohort(tmp_path / "b", spec, seed=11, n_jobs=2, progress=False)
     c = make_demo_cohort(tmp_path / "c", spec, seed=12, n_jobs=1, progress=False)
-    tables = ["genes.tsv", "expression_lineages.tsv.gz", "expression_pool.tsv.gz", "lineages.tsv", "patients.tsv",
+    tables = ["genes.tsv", "expression_lineages.tsv.gz", "expression_pool.tsv.gz", "lineages.tsv", "slides.tsv",
+              "patients.tsv",
               "pool_clinical.tsv", "ppi_edges.tsv", "truth.json"]
     for name in tables:
         assert (a / name).read_bytes() == (b / name).read_bytes(), name
@@ -226,7 +230,7 @@ def test_complete_cohort_is_reused_and_other_spec_regenerates(tmp_path: Path) ->
 
 @pytest.mark.parametrize("change, message", [
     ({"n_patients": 0}, "n_patients"), ({"min_lineages": 3, "max_lineages": 2}, "lineages"),
-    ({"module_size": 400}, "module_size"), ({"n_pool": -1}, "n_pool"),
+    ({"module_size": 400}, "module_size"), ({"n_pool": -1}, "n_pool"), ({"slides_per_lineage": 0}, "slides_per_lineage"),
 ])
 def test_invalid_spec_is_a_clear_error(change: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
@@ -240,3 +244,42 @@ def test_invalid_spec_is_a_clear_error(change: dict, message: str) -> None:
 def test_invalid_slide_geometry_is_a_clear_error(geometry: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         SlideGeometry(**geometry)
+
+
+def test_sections_of_a_lineage_share_programs_but_not_pixels_or_stain(small_cohort: Path) -> None:
+    cohort = load_cohort(small_cohort)
+    lineage = cohort.lineages.index[0]
+    first, second = cohort.lineage_slides(lineage)
+    a, b = (tifffile.imread(cohort.slide_path(s)) for s in (first, second))
+    assert a.shape == b.shape and not np.array_equal(a, b)
+    stats = cohort.truth.slide_stats
+    assert stats[f"{first}.tiff"]["nuclei"] != stats[f"{second}.tiff"]["nuclei"]
+    assert cohort.truth.slide_lineage[f"{first}.tiff"] == cohort.truth.slide_lineage[f"{second}.tiff"] == lineage
+
+
+def test_cohort_written_before_slide_table_reads_as_one_slide_per_lineage(small_cohort: Path, tmp_path: Path) -> None:
+    import shutil
+
+    old = tmp_path / "old"
+    shutil.copytree(small_cohort, old)
+    slides = pd.read_csv(old / "slides.tsv", sep="\t", index_col=0)
+    first = slides.groupby("lineage_id").head(1)
+    lineages = pd.read_csv(old / "lineages.tsv", sep="\t", index_col=0)
+    lineages["slide_file"] = first.set_index("lineage_id")["slide_file"].reindex(lineages.index)
+    lineages.to_csv(old / "lineages.tsv", sep="\t")
+    (old / "slides.tsv").unlink()
+    cohort = load_cohort(old)
+    assert len(cohort.slides) == len(cohort.lineages) and "slide_file" not in cohort.lineages
+    assert cohort.slide_path(cohort.slides.index[0]).exists()
+
+
+def test_slide_table_naming_an_unknown_lineage_is_a_clear_error(small_cohort: Path, tmp_path: Path) -> None:
+    import shutil
+
+    bad = tmp_path / "bad"
+    shutil.copytree(small_cohort, bad)
+    slides = pd.read_csv(bad / "slides.tsv", sep="\t", index_col=0)
+    slides.iloc[0, slides.columns.get_loc("lineage_id")] = "P99-L9"
+    slides.to_csv(bad / "slides.tsv", sep="\t")
+    with pytest.raises(ValueError, match="slides.tsv: slides name lineages not in lineages.tsv: \\['P99-L9'\\]"):
+        load_cohort(bad)

@@ -160,5 +160,6 @@ def build_cohort(profile: str, out_dir: Path, seed: int, demo_spec: CohortSpec, 
     if profile == "reference":
         return load_cohort(build_reference_cohort(out_dir, mirror=mirror, cache_dir=cache_dir, n_paired=n_paired,
                                                   seed=seed, geometry=geometry, expression_set=reference_expression,
-                                                  n_jobs=n_jobs, progress=progress))
+                                                  n_jobs=n_jobs, progress=progress,
+                                                  slides_per_lineage=demo_spec.slides_per_lineage))
     return None

@@ -5,16 +5,21 @@ Files (tables are TSV; expression is genes × samples)::
     genes.tsv                  index gene_id (unversioned Ensembl); symbol, chromosome, start, end, biotype
     expression_lineages.tsv.gz expression of the lineage cohort (the samples that have a slide)
     expression_pool.tsv.gz     expression of the RNA-only pre-training pool
-    lineages.tsv               lineage_id, patient_id, slide_file, rna_sample_id (+ cohort-specific columns)
+    lineages.tsv               lineage_id, patient_id, rna_sample_id (+ cohort-specific columns)
+    slides.tsv                 slide_id, lineage_id, section (1, 2, ...), slide_file: one row per slide
     patients.tsv               one row per patient: clinical columns (os_days, os_event, ...)
     pool_clinical.tsv          the same for the pool samples
     ppi_edges.tsv              symbol_a, symbol_b, combined_score
-    slides/<lineage_id>.tiff   one pyramidal slide per lineage
+    slides/<slide_id>.tiff     pyramidal slides: one or more sections per lineage, each stained on its own
     truth.json                 what is known by construction (see :class:`CohortTruth`)
     cohort.json                kind, expression unit, generator settings, file sizes: written last, marks completion
 
 ``cohort.json["expression_unit"]`` says what the expression tables hold: ``raw_counts`` (demo: integers,
 to be normalised) or ``log_expression`` (semi-synthetic: real, already normalised log-scale values).
+
+Slide, lineage and patient are three levels: a lineage (one RNA profile) has one or more slides (sections, or
+xenograft mice, each with its own staining), a patient one or more lineages. A cohort written before
+``slides.tsv`` existed (one ``slide_file`` column in ``lineages.tsv``) is read as one slide per lineage.
 """
 from __future__ import annotations
 
@@ -33,6 +38,7 @@ LINEAGES = "lineages.tsv"
 PATIENTS = "patients.tsv"
 POOL_CLINICAL = "pool_clinical.tsv"
 PPI_EDGES = "ppi_edges.tsv"
+SLIDE_TABLE = "slides.tsv"
 SLIDES = "slides"
 TRUTH = "truth.json"
 COMPLETE_MARKER = "cohort.json"
@@ -107,6 +113,7 @@ class Cohort:
     pool_clinical: pd.DataFrame
     ppi_edges: pd.DataFrame
     truth: CohortTruth
+    slides: pd.DataFrame
 
     @property
     def kind(self) -> str:
@@ -118,8 +125,16 @@ class Cohort:
         """``raw_counts`` or ``log_expression`` (see the module docstring)."""
         return str(self.metadata["expression_unit"])
 
-    def slide_path(self, lineage_id: str) -> Path:
-        return self.root / self.lineages.loc[lineage_id, "slide_file"]
+    def slide_path(self, slide_id: str) -> Path:
+        """The file of one slide (an index value of :attr:`slides`)."""
+        if slide_id not in self.slides.index:
+            raise KeyError(f"slide {slide_id!r} is not in {self.root / SLIDE_TABLE}; slides are named like "
+                           f"{list(self.slides.index[:2])}")
+        return self.root / self.slides.loc[slide_id, "slide_file"]
+
+    def lineage_slides(self, lineage_id: str) -> list[str]:
+        """The slide ids of one lineage, in section order."""
+        return self.slides.index[self.slides["lineage_id"] == lineage_id].tolist()
 
     def clinical_and_activity(self) -> tuple[pd.DataFrame, pd.DataFrame]:
         """Clinical rows of the patients and the pool samples, and their program activities in the same
@@ -132,10 +147,12 @@ class Cohort:
 
 
 def write_cohort(out_dir: str | Path, *, genes: pd.DataFrame, expression_lineages: pd.DataFrame,
-                 expression_pool: pd.DataFrame, lineages: pd.DataFrame, patients: pd.DataFrame,
+                 expression_pool: pd.DataFrame, lineages: pd.DataFrame, slides: pd.DataFrame, patients: pd.DataFrame,
                  pool_clinical: pd.DataFrame, ppi_edges: pd.DataFrame, truth: dict[str, Any],
                  metadata: dict[str, Any]) -> Path:
     """Write the cohort tables and truth (slides must already be in ``slides/``), then ``cohort.json``.
+
+    ``slides``: index ``slide_id``, columns ``lineage_id``, ``section``, ``slide_file`` (see :func:`slide_table`).
 
     ``metadata`` must name the ``kind`` and ``expression_unit``; the file sizes are added to it. Every
     write is atomic and the marker is written last, so an interrupted cohort never looks complete.
@@ -143,13 +160,15 @@ def write_cohort(out_dir: str | Path, *, genes: pd.DataFrame, expression_lineage
     out = Path(out_dir)
     if metadata.get("expression_unit") not in EXPRESSION_UNITS or "kind" not in metadata:
         raise ValueError(f"cohort metadata needs 'kind' and an expression_unit in {EXPRESSION_UNITS}")
-    missing = sorted(set(lineages["slide_file"]) - {f"{SLIDES}/{p.name}" for p in (out / SLIDES).glob("*")})
+    check_slide_table(slides, lineages)
+    missing = sorted(set(slides["slide_file"]) - {f"{SLIDES}/{p.name}" for p in (out / SLIDES).glob("*")})
     if missing:
         raise FileNotFoundError(f"cohort {out}: slides not written yet: {missing[:3]}")
     write_table_atomic(out / GENES, genes)
     write_table_atomic(out / EXPRESSION_LINEAGES, expression_lineages)
     write_table_atomic(out / EXPRESSION_POOL, expression_pool)
     write_table_atomic(out / LINEAGES, lineages)
+    write_table_atomic(out / SLIDE_TABLE, slides)
     write_table_atomic(out / PATIENTS, patients)
     write_table_atomic(out / POOL_CLINICAL, pool_clinical)
     write_table_atomic(out / PPI_EDGES, ppi_edges, index=False)
@@ -177,9 +196,43 @@ def load_cohort(data_dir: str | Path) -> Cohort:
     def table(name: str) -> pd.DataFrame:
         return pd.read_csv(root / name, sep="\t", index_col=0)
 
+    lineages = table(LINEAGES)
+    if (root / SLIDE_TABLE).exists():
+        slides = table(SLIDE_TABLE)
+    elif "slide_file" in lineages:  # written before slides.tsv existed: one slide per lineage
+        slides = slide_table({lid: [f] for lid, f in lineages.pop("slide_file").items()})
+    else:
+        raise FileNotFoundError(f"{root} has no {SLIDE_TABLE} (and {LINEAGES} no slide_file column): make the "
+                                "cohort again (gbhet run --only 01_data)")
+    check_slide_table(slides, lineages, root / SLIDE_TABLE)
     return Cohort(
         root=root, metadata=metadata, genes=table(GENES), expression_lineages=table(EXPRESSION_LINEAGES),
-        expression_pool=table(EXPRESSION_POOL), lineages=table(LINEAGES), patients=table(PATIENTS),
+        expression_pool=table(EXPRESSION_POOL), lineages=lineages, patients=table(PATIENTS),
         pool_clinical=table(POOL_CLINICAL), ppi_edges=pd.read_csv(root / PPI_EDGES, sep="\t"),
-        truth=CohortTruth.load(root / TRUTH),
+        truth=CohortTruth.load(root / TRUTH), slides=slides,
     )
+
+
+def slide_table(files_by_lineage: dict[str, list[str]]) -> pd.DataFrame:
+    """The ``slides.tsv`` table from lineage id → its slide files (relative to the cohort folder, section order):
+    index ``slide_id`` (the file stem), columns ``lineage_id``, ``section`` (1, 2, ...), ``slide_file``."""
+    rows = [(Path(f).stem, str(lid), k + 1, str(f)) for lid, files in files_by_lineage.items()
+            for k, f in enumerate(files)]
+    table = pd.DataFrame(rows, columns=["slide_id", "lineage_id", "section", "slide_file"]).set_index("slide_id")
+    return table
+
+
+def check_slide_table(slides: pd.DataFrame, lineages: pd.DataFrame, where: Path | str = SLIDE_TABLE) -> None:
+    """Every slide names a known lineage, slide ids are unique, and every lineage has a slide."""
+    missing_columns = sorted({"lineage_id", "slide_file"} - set(slides.columns))
+    if missing_columns:
+        raise ValueError(f"{where}: columns {missing_columns} are missing (need slide_id, lineage_id, section, "
+                         "slide_file)")
+    if slides.index.has_duplicates:
+        raise ValueError(f"{where}: slide ids repeated: {sorted(set(slides.index[slides.index.duplicated()]))[:3]}")
+    unknown = sorted(set(slides["lineage_id"].astype(str)) - set(lineages.index.astype(str)))
+    if unknown:
+        raise ValueError(f"{where}: slides name lineages not in {LINEAGES}: {unknown[:3]}")
+    without = sorted(set(lineages.index.astype(str)) - set(slides["lineage_id"].astype(str)))
+    if without:
+        raise ValueError(f"{where}: lineages {without[:3]} have no slide; every lineage needs at least one")

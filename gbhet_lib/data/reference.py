@@ -62,11 +62,11 @@ def cancersubtypes_expression_and_clinical(geneexp: Path, time: Path, status: Pa
 def build_reference_cohort(out_dir: str | Path, mirror: Path | None = None, cache_dir: Path | None = None,
                            n_paired: int = 24, seed: int = 0, geometry: SlideGeometry = SlideGeometry(),
                            expression_set: str = "verhaak840", n_jobs: int | None = None, progress: bool = True,
-                           force: bool = False) -> Path:
+                           force: bool = False, slides_per_lineage: int = 2) -> Path:
     """Fetch, verify and parse the reference inputs, then write the semi-synthetic cohort to ``out_dir``.
 
-    ``n_paired`` patients get a rendered slide (stratified by Verhaak subtype for ``verhaak840``); the others
-    form the RNA pool. ``expression_set`` is ``verhaak840`` or ``cancersubtypes1500``.
+    ``n_paired`` patients get ``slides_per_lineage`` rendered slides (stratified by Verhaak subtype for
+    ``verhaak840``); the others form the RNA pool. ``expression_set`` is ``verhaak840`` or ``cancersubtypes1500``.
     """
     if expression_set not in EXPRESSION_INPUTS:
         raise ValueError(f"expression_set={expression_set!r} is not one of {sorted(EXPRESSION_INPUTS)}")
@@ -83,5 +83,5 @@ def build_reference_cohort(out_dir: str | Path, mirror: Path | None = None, cach
     return make_semisynthetic_cohort(
         out_dir, expression, clinical, gene_sets, annotation=read_pirlygenes_reference(paths["pirlygenes_gene_reference"]),
         ppi_edges=read_string_rda(paths["string_v12_ppi_rda"]), groups=clinical.get("subtype"), n_paired=n_paired,
-        seed=seed, geometry=geometry, sources={name: manifest[name].sha256 for name in inputs},
+        seed=seed, geometry=geometry, slides_per_lineage=slides_per_lineage, sources={name: manifest[name].sha256 for name in inputs},
         n_jobs=n_jobs, progress=progress, force=force)

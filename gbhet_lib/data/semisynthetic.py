@@ -23,9 +23,9 @@ import pandas as pd
 
 from .cohort import SLIDES, read_cohort_metadata, write_cohort
 from .synthetic.programs import PROGRAMS, VISIBLE_PROGRAMS
-from .synthetic.slides import SlideGeometry, render_slide_files
+from .synthetic.slides import SlideGeometry, render_lineage_slides
 
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "2"  # 2: two or more slides per lineage (slides.tsv)
 
 #: program → gene-set names whose union scores it (Hallmark names as in MSigDB; Verhaak 2010 as in GlioVis)
 DEFAULT_PROGRAM_SETS: dict[str, tuple[str, ...]] = {
@@ -113,7 +113,7 @@ def choose_paired_samples(samples: pd.Index, n_paired: int, rng: np.random.Gener
 def make_semisynthetic_cohort(
     out_dir: str | Path, expression: pd.DataFrame, clinical: pd.DataFrame, gene_sets: Mapping[str, Sequence[str]],
     annotation: pd.DataFrame, ppi_edges: pd.DataFrame | None = None, groups: pd.Series | None = None,
-    n_paired: int = 24, seed: int = 0, geometry: SlideGeometry = SlideGeometry(),
+    n_paired: int = 24, seed: int = 0, geometry: SlideGeometry = SlideGeometry(), slides_per_lineage: int = 2,
     program_sets: Mapping[str, Sequence[str]] = DEFAULT_PROGRAM_SETS, sources: Mapping[str, str] | None = None,
     n_jobs: int | None = None, progress: bool = True, force: bool = False,
 ) -> Path:
@@ -127,12 +127,13 @@ def make_semisynthetic_cohort(
             ``start``, ``end``, ``biotype``); genes without an Ensembl id here are dropped and counted.
         ppi_edges: optional edge table (``symbol_a``, ``symbol_b``, ``combined_score``), kept for the genes present.
         groups: optional per-sample label (e.g. subtype) used to stratify which samples get a slide.
-        n_paired: samples that get a slide (the lineage cohort); the rest form the RNA-only pool.
+        n_paired: samples that get slides (the lineage cohort); the rest form the RNA-only pool.
+        slides_per_lineage: sections rendered per paired sample, each stained on its own.
         sources: dataset name → sha256 of the inputs, recorded in ``cohort.json`` (provenance).
     """
     out = Path(out_dir)
     settings = {"kind": "semisynthetic", "generator_version": GENERATOR_VERSION, "seed": seed,
-                "n_paired": n_paired, "geometry": _geometry_dict(geometry),
+                "n_paired": n_paired, "slides_per_lineage": slides_per_lineage, "geometry": _geometry_dict(geometry),
                 "program_sets": {p: list(s) for p, s in program_sets.items()}, "sources": dict(sources or {})}
     made = read_cohort_metadata(out)
     if not force and made is not None and all(made.get(k) == v for k, v in settings.items()):
@@ -148,20 +149,19 @@ def make_semisynthetic_cohort(
     paired = choose_paired_samples(expression.index, n_paired, np.random.default_rng(seeds[0]), groups)
     pool = expression.index.difference(paired)
     lineage_ids = pd.Index([f"{s}-L1" for s in paired], name="lineage_id")
-    lineages = pd.DataFrame({"patient_id": paired, "slide_file": [f"{SLIDES}/{lid}.tiff" for lid in lineage_ids],
-                             "rna_sample_id": paired}, index=lineage_ids)
+    lineages = pd.DataFrame({"patient_id": paired, "rna_sample_id": paired}, index=lineage_ids)
     if groups is not None:
         lineages["group"] = groups.reindex(paired).to_numpy()
     visible = scores.scores.loc[paired, list(VISIBLE_PROGRAMS)].set_axis(lineage_ids)
-    slide_stats = render_slide_files(out / SLIDES, visible, geometry, seeds[1], n_jobs, progress,
-                                     description="gbhet semi-synthetic slide")
+    slides, slide_stats = render_lineage_slides(out / SLIDES, visible, slides_per_lineage, geometry, seeds[1], n_jobs,
+                                                progress, description="gbhet semi-synthetic slide")
 
     by_gene_id = expression.T.set_axis(genes.index)
     activity = pd.concat([scores.scores.loc[paired].set_axis(lineage_ids), scores.scores.loc[pool]])
-    truth = _truth(scores, activity, lineages, slide_stats)
+    truth = _truth(scores, activity, lineages, slides, slide_stats)
     write_cohort(
         out, genes=genes, expression_lineages=by_gene_id[paired].set_axis(paired, axis=1),
-        expression_pool=by_gene_id[pool], lineages=lineages,
+        expression_pool=by_gene_id[pool], lineages=lineages, slides=slides,
         patients=clinical.reindex(paired).rename_axis("patient_id"),
         pool_clinical=clinical.reindex(pool).rename_axis("sample_id"),
         ppi_edges=_edges_within(ppi_edges, set(genes["symbol"])), truth=truth,
@@ -169,7 +169,7 @@ def make_semisynthetic_cohort(
     return out
 
 
-def _truth(scores: ProgramScores, activity: pd.DataFrame, lineages: pd.DataFrame,
+def _truth(scores: ProgramScores, activity: pd.DataFrame, lineages: pd.DataFrame, slides: pd.DataFrame,
            slide_stats: dict[str, dict[str, float]]) -> dict[str, Any]:
     return {
         "programs": [{"name": p.name, "visible": p.visible, "description": p.description} for p in PROGRAMS],
@@ -179,7 +179,7 @@ def _truth(scores: ProgramScores, activity: pd.DataFrame, lineages: pd.DataFrame
         "activity": {s: {p: round(float(v), 6) for p, v in row.items()} for s, row in activity.iterrows()},
         "program_correlation": scores.scores.corr().round(4).to_dict(),
         "size_factors": {},
-        "slide_lineage": {Path(f).name: lid for lid, f in lineages["slide_file"].items()},
+        "slide_lineage": {Path(f).name: lid for f, lid in zip(slides["slide_file"], slides["lineage_id"])},
         "lineage_patient": lineages["patient_id"].to_dict(),
         "survival": {},
         "imaging_traits": {},

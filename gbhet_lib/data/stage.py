@@ -56,7 +56,7 @@ def cohort_counts(cohort: Cohort | None) -> dict[str, int]:
     """Patients, lineages, pool samples and genes of the cohort ({} without one)."""
     if cohort is None:
         return {}
-    return {"patients": len(cohort.patients), "lineages": len(cohort.lineages),
+    return {"patients": len(cohort.patients), "lineages": len(cohort.lineages), "slides": len(cohort.slides),
             "pool_samples": cohort.expression_pool.shape[1], "genes": len(cohort.genes)}
 
 
@@ -69,8 +69,10 @@ def describe_cohort(cohort: Cohort | None, profile: str) -> str:
 
 
 def cohort_table(cohort: Cohort) -> pd.DataFrame:
-    """One row per lineage with its patient's clinical data (file columns and the patient's subtype left out)."""
-    shown = cohort.lineages.drop(columns=["slide_file", "rna_sample_id"])
+    """One row per lineage with its number of slides and its patient's clinical data (file columns and the patient's
+    subtype left out)."""
+    shown = cohort.lineages.drop(columns=["rna_sample_id"]).assign(
+        slides=cohort.slides["lineage_id"].value_counts().reindex(cohort.lineages.index).fillna(0).astype(int))
     clinical = cohort.patients.drop(columns=["subtype"], errors="ignore")
     return shown.join(clinical, on="patient_id")
 
@@ -146,3 +148,116 @@ def gdc_survival_groups(acquisition: Acquisition) -> tuple[pd.Series, pd.Series,
     """(OS days, OS event, project) of every case the GDC returned (``full`` profile)."""
     survival = acquisition.overview.survival
     return survival["os_days"], survival["os_event"], survival["project_id"]
+
+
+# ------------------------------------------------------------------------------------------------ power and claims
+#: slide noise of the power analysis' oracle (activity units): a reader whose slide-level probe R² of a visible
+#: program is 1 − 1/(1 + lineage_sd²) ≈ 0.33 at the demo's lineage_sd, below the 0.5 chapter 3 must reach
+POWER_IMAGE_NOISE_SD = 1.0
+#: the render statistic that shows each visible program in the pixels (truth.json slide_stats)
+#: patient-level folds of the power analysis (as chapter 4's first look)
+POWER_FOLDS = 4
+PROGRAM_PIXEL_STATISTIC = {"hypoxia": "necrosis_fraction_of_tissue", "proliferation": "nuclei_per_mm2_tissue",
+                           "angiogenesis": "vessels_per_mm2_tissue"}
+
+
+def cohort_power(spec: CohortSpec, seed: int, n_patients: tuple[int, ...] = (4, 6, 8, 12, 16),
+                 replicates: int = 40, image_noise_sd: float = POWER_IMAGE_NOISE_SD) -> pd.DataFrame:
+    """The power analysis behind the demo's size (:mod:`gbhet_lib.evaluate.power`): for every number of patients
+    (``n_patients`` and the spec's own), the spec's lineages per patient and 1 or 2 slides per lineage, how often an
+    oracle reading the visible programs through slide noise ``image_noise_sd`` retrieves held-out lineages' RNA
+    profiles above chance under patient-level 4-fold CV (one row per size; see :func:`power_table`)."""
+    from ..evaluate.power import PowerModel, power_table, size_grid
+
+    patients = tuple(sorted(set(n_patients) | ({spec.n_patients} if spec.n_patients >= POWER_FOLDS else set())))
+    sizes = size_grid(patients, ((spec.min_lineages, spec.max_lineages),), tuple(sorted({1, 2, spec.slides_per_lineage})))
+    model = PowerModel.from_spec(spec, image_noise_sd=image_noise_sd)
+    return power_table(sizes, replicates=replicates, seed=seed, n_folds=POWER_FOLDS, model=model)
+
+
+def demo_size_row(table: pd.DataFrame, spec: CohortSpec) -> pd.Series | None:
+    """The power table's row of the spec's own size (None when the size was not analysed: fewer patients than
+    folds)."""
+    own = table[(table["n_patients"] == spec.n_patients) & (table["slides_per_lineage"] == spec.slides_per_lineage)
+                & (table["min_lineages"] == spec.min_lineages) & (table["max_lineages"] == spec.max_lineages)]
+    return None if own.empty else own.iloc[0]
+
+
+def slide_programs(cohort: Cohort) -> pd.DataFrame:
+    """One row per slide: its lineage and patient, its lineage's visible program activities and what the renderer
+    drew (necrotic fraction of tissue, nuclei and vessels per mm² of tissue)."""
+    spec = cohort.metadata.get("spec") or {}
+    geometry = spec.get("slide") or cohort.metadata.get("geometry") or {}
+    area_mm2 = geometry["width"] * geometry["height"] * (geometry["mpp"] * 1e-3) ** 2
+    rows = []
+    for slide_id, row in cohort.slides.iterrows():
+        stats = cohort.truth.slide_stats[f"{Path(row['slide_file']).name}"]
+        tissue_mm2 = stats["tissue_fraction"] * area_mm2
+        rows.append({"slide": slide_id, "lineage": row["lineage_id"],
+                     "patient": cohort.lineages.loc[row["lineage_id"], "patient_id"],
+                     **cohort.truth.activity.loc[row["lineage_id"], cohort.truth.visible_programs].to_dict(),
+                     "necrosis_fraction_of_tissue": stats["necrosis_fraction_of_tissue"],
+                     "nuclei_per_mm2_tissue": stats["nuclei_per_mm2_tissue"],
+                     "vessels_per_mm2_tissue": stats["vessels"] / max(tissue_mm2, 1e-9)})
+    return pd.DataFrame(rows).set_index("slide")
+
+
+def pixel_levels(slides: pd.DataFrame) -> pd.DataFrame:
+    """For each visible program's pixel statistic: its Spearman correlation with the program over slides, how its
+    variance splits between patients, lineages of a patient and sections of a lineage (nested sums of squares, as
+    fractions of the total), and the nested-ANOVA F ratio of lineages within patients over sections within lineages
+    (mean squares) with its 5 % critical value (F above it: lineages of a patient differ beyond section noise)."""
+    from scipy.stats import f as f_distribution, spearmanr
+
+    n_slides, n_lineages, n_patients = len(slides), slides["lineage"].nunique(), slides["patient"].nunique()
+    df_lineages, df_sections = n_lineages - n_patients, n_slides - n_lineages
+    rows = {}
+    for program, statistic in PROGRAM_PIXEL_STATISTIC.items():
+        values = slides[statistic]
+        total = ((values - values.mean()) ** 2).sum()
+        lineage_mean = values.groupby(slides["lineage"]).transform("mean")
+        patient_mean = values.groupby(slides["patient"]).transform("mean")
+        ss_lineages = ((lineage_mean - patient_mean) ** 2).sum()
+        ss_sections = ((values - lineage_mean) ** 2).sum()
+        f_ratio = (ss_lineages / max(df_lineages, 1)) / max(ss_sections / max(df_sections, 1), 1e-12)
+        rows[program] = {
+            "pixel statistic": statistic, "spearman with program": float(spearmanr(values, slides[program])[0]),
+            "between patients": float(((patient_mean - values.mean()) ** 2).sum() / total),
+            "between lineages of a patient": float(ss_lineages / total),
+            "between sections of a lineage": float(ss_sections / total),
+            "F lineages / sections": float(f_ratio),
+            "F critical (5 %)": float(f_distribution.ppf(0.95, max(df_lineages, 1), max(df_sections, 1)))}
+    return pd.DataFrame(rows).T
+
+
+def data_claims(cohort: Cohort, spec: CohortSpec, power: pd.DataFrame, levels: pd.DataFrame) -> list[Any]:
+    """Chapter 1's checked statements about the demo cohort (:mod:`gbhet_lib.claims`)."""
+    from ..claims import check
+
+    own = demo_size_row(power, spec)
+    if own is None:  # too few patients for the folds: the claim cannot hold
+        own = pd.Series({"power": float("nan"), "blind_above_chance": float("nan"), "replicates": 0})
+    slides_per_lineage = cohort.slides.groupby("lineage_id").size()
+    claims = [
+        check("data.slides_per_lineage", "Every lineage has at least two slides, so slide, lineage and patient are "
+              "three different levels", float(slides_per_lineage.min()), at_least=2, null=1,
+              null_name="the earlier demo (one slide per lineage)", units="lineages"),
+        check("data.power", f"At the demo's size ({spec.n_patients} patients, {spec.min_lineages}–{spec.max_lineages} "
+              f"lineages, {spec.slides_per_lineage} slides each) an oracle reading the visible programs through "
+              f"slide noise sd {power.attrs['model']['image_noise_sd']:g} retrieves held-out lineages above chance "
+              "under patient-level CV in at least 80 % of simulated cohorts", float(own["power"]), at_least=0.8,
+              null=0.025, null_name="nominal false-positive rate", units=f"{int(own['replicates'])} cohorts"),
+        check("data.blind_at_chance", "An image-blind predictor stays at chance under the same evaluation",
+              float(own["blind_above_chance"]), at_most=0.05, null=0.025, null_name="nominal false-positive rate",
+              units="fraction of cohorts with an interval above chance"),
+    ]
+    for program, row in levels.iterrows():
+        claims.append(check(
+            f"data.pixels_follow.{program}", f"The slides show {program}: {row['pixel statistic']} follows the "
+            "program across slides", row["spearman with program"], at_least=0.6, null=0.0,
+            null_name="no association", units=f"{cohort.slides.shape[0]} slides"))
+        claims.append(check(
+            f"data.heterogeneity.{program}", f"Lineages of one patient differ in the pixels' {program} beyond the "
+            "differences between sections of one lineage (nested ANOVA, 5 %)", row["F lineages / sections"],
+            at_least=row["F critical (5 %)"], null=1.0, null_name="F with no lineage effect"))
+    return claims

@@ -227,6 +227,24 @@ class PairedPatches:
         return PairedPatches(_select(self.images, rows), self.patch_lineage[rows], self.patch_slide[rows],
                              self.patch_key[rows], self.rna, self.lineage_patient, dict(self.excluded))
 
+    def per_slide(self, n: int, seed: int = 0) -> PairedPatches:
+        """At most ``n`` pairs of each slide: a random sample per slide (the generator of a slide is seeded by
+        ``seed`` and the slide's name, so a slide's sample does not depend on the other slides); the rows left out
+        are counted in ``excluded["patches_not_sampled"]``."""
+        import zlib
+
+        if n < 1:
+            raise ValueError(f"patches_per_slide={n} must be at least 1 (or None for every patch)")
+        keep = []
+        for slide in np.unique(self.patch_slide):
+            rows = np.flatnonzero(self.patch_slide == slide)
+            rng = np.random.default_rng([seed, zlib.crc32(str(slide).encode())])
+            keep.append(rows if len(rows) <= n else np.sort(rng.choice(rows, n, replace=False)))
+        rows = np.sort(np.concatenate(keep)) if keep else np.zeros(0, np.int64)
+        out = self.subset(rows)
+        out.excluded["patches_not_sampled"] = len(self) - len(rows)
+        return out
+
     def triplet_data(self, rows: Sequence[int] | np.ndarray) -> PatchArrays | StreamedPatches:
         """The patches of ``rows`` labelled by lineage, for :func:`gbhet_lib.wsi.train.train_triplet`: in memory
         (:class:`~gbhet_lib.wsi.train.PatchArrays`) when the images are, else streamed from the stores."""

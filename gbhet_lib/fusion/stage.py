@@ -74,7 +74,8 @@ def encoder_record(run_dir: str | Path, stage: str) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------------ pairing
-def prepare_pairing(run_dir: str | Path, lineages: Any, token_sets: Mapping[str, Mapping[str, Sequence[str]]]) -> Path:
+def prepare_pairing(run_dir: str | Path, lineages: Any, token_sets: Mapping[str, Mapping[str, Sequence[str]]],
+                    patches_per_slide: int | None = None, seed: int = 0) -> Path:
     """Write ``data/fusion/pairing.h5`` from chapter 2's expression and record (notebook side).
 
     Args:
@@ -83,6 +84,9 @@ def prepare_pairing(run_dir: str | Path, lineages: Any, token_sets: Mapping[str,
             in chapter 2's expression; missing = no RNA; without the column the lineage id is the sample id):
             every lineage that has a slide, with or without RNA, e.g. ``cohort.lineages``.
         token_sets: token set name (``ppi``, ``chromosome``) → token name → genes.
+        patches_per_slide: pair at most this many patches of each slide (a random sample drawn from ``seed``,
+            the same wherever the file is read, :meth:`~gbhet_lib.fusion.data.PairedPatches.per_slide`); None:
+            every patch.
 
     The lineage profiles and the pool are scaled exactly as chapter 2 fed its encoder (per-gene z-scores fitted
     on the pre-training pool when it standardised), so the pre-trained RNA encoders see what they were trained on.
@@ -116,6 +120,8 @@ def prepare_pairing(run_dir: str | Path, lineages: Any, token_sets: Mapping[str,
         h5["pool/is_train"] = np.isin(np.asarray(pool), np.asarray(fit_on))
         h5["lineages/ids"] = _strings(lineages.index)
         h5["lineages/patient"] = _strings(lineages["patient_id"])
+        h5.attrs["patches_per_slide"] = int(patches_per_slide or 0)
+        h5.attrs["patch_sample_seed"] = int(seed)
         for name, tokens in token_sets.items():
             group = h5.create_group(f"tokens/{name}")
             group.attrs["order"] = json.dumps(list(tokens))
@@ -129,9 +135,11 @@ def prepare_pairing(run_dir: str | Path, lineages: Any, token_sets: Mapping[str,
 
 
 def prepare_pairs(run_dir: str | Path, cohort: Any, variants: Sequence[str],
-                  memory_budget_bytes: int | None = None) -> dict[str, Any]:
+                  memory_budget_bytes: int | None = None, patches_per_slide: int | None = None,
+                  seed: int = 0) -> dict[str, Any]:
     """Chapter 4's pairing step (notebook side): write ``data/fusion/pairing.h5`` with chapter 2's PPI tokens and
-    one token per chromosome, then load the pairs of every token set the ``variants`` use.
+    one token per chromosome (at most ``patches_per_slide`` patches of each slide, drawn from ``seed``), then load
+    the pairs of every token set the ``variants`` use.
 
     Returns token set → :class:`~gbhet_lib.fusion.data.PairedPatches` (streamed from the patch stores when the
     patches need more than ``memory_budget_bytes``, see :func:`load_pairing`).
@@ -145,7 +153,8 @@ def prepare_pairs(run_dir: str | Path, cohort: Any, variants: Sequence[str],
     ppi = GeneTokens.load_json(run.gene_tokens)
     genes = list(anndata.read_h5ad(run.expression, backed="r").var_names)
     prepare_pairing(run.root, cohort.lineages,
-                    {"ppi": ppi.tokens, "chromosome": chromosome_tokens(genes, cohort.genes).tokens})
+                    {"ppi": ppi.tokens, "chromosome": chromosome_tokens(genes, cohort.genes).tokens},
+                    patches_per_slide, seed)
     img_size = _wsi_record(run.root)["encoder"]["img_size"]
     return {tokens: load_pairing(run.root, tokens, img_size, memory_budget_bytes)
             for tokens in dict.fromkeys(variant_tokens(v) for v in variants)}
@@ -181,10 +190,12 @@ def load_pairing(run_dir: str | Path, token_set: str, img_size: int, memory_budg
     with h5py.File(_require(RunDir.of(run_dir).pairing, "the fusion chapter's pairing file"), "r") as h5:
         rna = _token_data(h5, "rna", _read_strings(h5["rna/lineages"]), token_set)
         ids, patients = _read_strings(h5["lineages/ids"]), _read_strings(h5["lineages/patient"])
+        per_slide, sample_seed = int(h5.attrs.get("patches_per_slide", 0)), int(h5.attrs.get("patch_sample_seed", 0))
     images, slides, keys = read_patch_stores([run_dir / p for p in wsi["patch_stores"]], img_size,
                                              memory_budget_bytes)
     slide_lineage = wsi["slide_lineage"]
-    return pair_patches(images, slides, keys, slide_lineage, dict(zip(ids, patients)), rna)
+    pairs = pair_patches(images, slides, keys, slide_lineage, dict(zip(ids, patients)), rna)
+    return pairs.per_slide(per_slide, sample_seed) if per_slide > 0 else pairs
 
 
 def pool_tokens(run_dir: str | Path, token_set: str):
@@ -441,3 +452,30 @@ def train_grid(run_dir: str | Path, variants: Sequence[str], splits: Mapping[str
             records[(label, policy)] = train_variant(run_dir, variant, policy, device, progress=False,
                                                      data=pairs[variant_tokens(variant)], name=name, **settings)
     return records
+
+
+def cv_first_look(run_dir: str | Path, variant: str, pairs: Mapping[str, Any], n_folds: int, device: str = "cpu",
+                  seed: int = 0, **settings: Any) -> tuple[Any, dict[str, Any], dict[tuple[str, str], Any]]:
+    """Train ``variant`` on every fold of a patient-level ``n_folds``-fold CV (:func:`write_cv_splits`) and rank
+    each held-out lineage's own RNA profile (:func:`gbhet_lib.fusion.retrieval.cv_retrieval`).
+
+    Returns (one row per held-out lineage, the summary with intervals, the training records)."""
+    from .retrieval import cv_retrieval
+    from .train import variant_tokens
+
+    data = pairs[variant_tokens(variant)]
+    folds = write_cv_splits(run_dir, data, n_folds, seed)
+    records = train_grid(run_dir, [variant], folds, pairs, device, **settings)
+    per_lineage, summary = cv_retrieval(run_dir, variant, folds, data, device, seed=seed)
+    return per_lineage, summary, records
+
+
+def chapter_one_power(run_dir: str | Path) -> float | None:
+    """The oracle power chapter 1 found for the run's own cohort size (its ``data.power`` claim), if any."""
+    path = RunDir.of(run_dir).metrics_path("01_data")
+    if not path.exists():
+        return None
+    for claim in read_json(path).get("claims", []):
+        if claim["id"] == "data.power":
+            return claim["value"]
+    return None

@@ -128,12 +128,24 @@ def principal_components(values: pd.DataFrame, n_components: int = 20, seed: int
 
 
 # ------------------------------------------------------------------------------------------------ chapter 2
-def program_probe(embedding: pd.DataFrame, raw_pcs: np.ndarray, truth) -> pd.DataFrame:
+#: columns of :func:`program_probe`
+EMBEDDING_COLUMN, RAW_COLUMN, TOKENS_COLUMN = "embedding", "raw expression (20 PCs)", "token outputs"
+
+
+def program_probe(embedding: pd.DataFrame, raw_pcs: np.ndarray, truth,
+                  token_outputs: pd.DataFrame | None = None) -> pd.DataFrame:
     """Probe R² of each planted program (demo truth) from the embedding and from the raw-expression PCs (same
-    sample order), with whether the program is visible in slides."""
+    sample order), with whether the program is visible in slides.
+
+    With ``token_outputs`` (samples × K·dim, e.g. :func:`~gbhet_lib.rna.stage.token_outputs`; any row order, the
+    embedding's is used) a third column probes the encoder's gene-token outputs, where the reconstruction loss puts
+    the expression, beside the CLS embedding, which only the contrastive loss trains.
+    """
     programs = truth.activity.loc[embedding.index]
-    probe = pd.DataFrame({"embedding": probe_r2(embedding.to_numpy(), programs),
-                          "raw expression (20 PCs)": probe_r2(raw_pcs, programs)})
+    probe = pd.DataFrame({EMBEDDING_COLUMN: probe_r2(embedding.to_numpy(), programs),
+                          RAW_COLUMN: probe_r2(raw_pcs, programs)})
+    if token_outputs is not None:
+        probe[TOKENS_COLUMN] = probe_r2(token_outputs.loc[embedding.index].to_numpy(), programs)
     probe["visible in slides"] = [p in truth.visible_programs for p in probe.index]
     return probe
 

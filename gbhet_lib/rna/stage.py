@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
@@ -40,6 +40,12 @@ EMBEDDING_KEY = "X_rna_encoder"
 RAW_PCS_KEY = "X_pca_raw"
 #: share of the pre-training pool held out for validation
 POOL_VALIDATION_FRACTION = 0.1
+#: bounds of the chapter's claims (:func:`chapter_claims`)
+FOLDED_ARI_MIN = 0.8
+LOUVAIN_ARI_MIN = 0.9
+PROBE_R2_MIN = 0.5
+PROBE_GAP_MAX = 0.25
+TOKENS_GAP_MAX = 0.1
 
 
 @dataclass(frozen=True)
@@ -298,15 +304,21 @@ def make_tokens(run: RunDir, config: Any, genes: list[str], token_method: str, c
 
 def module_agreement(tokens, edges: pd.DataFrame | None, genes: list[str], cohort: Cohort | None,
                      resolution: float = 1.0, seed: int = 0) -> dict[str, Any]:
-    """On the demo with PPI tokens: adjusted Rand index of the unfolded Louvain communities (``louvain_ari``) and
-    of the folded tokens (``folded_ari``) against the planted modules, and the number of communities; else {}."""
-    from .tokens import ppi_tokens, token_agreement
+    """On the demo with PPI tokens, the tokens against the planted modules; else {}.
+
+    Returns ``louvain_ari`` (adjusted Rand index of Louvain's own, unfolded communities), ``folded_ari`` (of
+    ``tokens``, folded to K), ``n_communities`` (before folding) and ``module_tokens``: per planted module, the
+    token holding most of its genes, the share it holds (0–1), its genes in the tokens and whether that token is
+    the rest token (:func:`~gbhet_lib.rna.tokens.module_tokens`).
+    """
+    from .tokens import module_tokens, ppi_tokens, token_agreement
 
     if cohort is None or cohort.kind != "synthetic" or edges is None:
         return {}
     unfolded = ppi_tokens(edges, genes, n_tokens=None, resolution=resolution, seed=seed)
     return {"louvain_ari": token_agreement(unfolded, cohort.truth.modules),
-            "folded_ari": token_agreement(tokens, cohort.truth.modules), "n_communities": len(unfolded.sizes)}
+            "folded_ari": token_agreement(tokens, cohort.truth.modules), "n_communities": len(unfolded.sizes),
+            "module_tokens": module_tokens(tokens, cohort.truth.modules)}
 
 
 def gene_sets_for(cohort: Cohort | None, gene_sets_path: str | Path | None, config: Any) -> dict[str, list[str]]:
@@ -381,6 +393,15 @@ def embed_samples(run: RunDir, adata, pretrained: Pretrained, device: str = "cpu
     return pd.DataFrame(embedding, index=adata.obs_names), raw_pcs
 
 
+def token_outputs(pretrained: Pretrained, device: str = "cpu") -> pd.DataFrame:
+    """The encoder's K gene-token outputs of every sample, concatenated in token order (samples × K · dim; rows =
+    the AnnData's obs_names): what the decoders reconstruct the genes from, probed beside the CLS embedding."""
+    from .train import embed
+
+    values = embed(pretrained.model, pretrained.data, device=device, output="tokens")
+    return pd.DataFrame(values, index=pd.Index(pretrained.data.samples))
+
+
 def read_embedding(run: str | Path | RunDir) -> pd.DataFrame:
     """Chapter 2's sample embedding (samples × 128) indexed by sample id, from the expression AnnData."""
     adata = read_expression(run)
@@ -397,3 +418,55 @@ def clinical_table(cohort: Cohort | None, clinical_path: str | Path | None = Non
     if clinical_path is not None:
         return pd.read_csv(clinical_path, sep=None, engine="python", index_col=0)
     return None
+
+
+# ------------------------------------------------------------------------------------------------ claims
+def chapter_claims(metrics: Mapping[str, Any]) -> list[Any]:
+    """Chapter 2's checked statements (:mod:`gbhet_lib.claims`) from its metrics; only those measured are made.
+
+    * ``rna.louvain_ari``, ``rna.folded_ari`` (``louvain_ari``, ``folded_ari``; demo with PPI tokens): Louvain finds
+      the planted modules, and folding to ``n_tokens`` keeps each as its own token (ARI ≥ ``LOUVAIN_ARI_MIN``,
+      ``FOLDED_ARI_MIN``; null 0, the ARI of random token labels).
+    * ``rna.probe_embedding`` (``probe_r2``): a linear probe reads every planted program from the CLS embedding
+      (worst program's R² ≥ ``PROBE_R2_MIN``; null 0, a probe predicting the mean).
+    * ``rna.probe_vs_raw`` (``probe_r2``, ``probe_r2_raw``): the embedding's mean R² minus that of 20 raw-expression
+      PCs is at least ``-PROBE_GAP_MAX``; null: minus the raw PCs' mean R² (an embedding that carries nothing).
+    * ``rna.probe_tokens_vs_raw`` (``probe_r2_tokens`` too): the same for the concatenated gene-token outputs,
+      within ``TOKENS_GAP_MAX``.
+    """
+    from ..claims import check
+
+    claims = []
+    if "louvain_ari" in metrics:
+        claims.append(check(
+            "rna.louvain_ari", "Louvain on the PPI graph finds the planted modules as communities (before folding)",
+            metrics["louvain_ari"], at_least=LOUVAIN_ARI_MIN, null=0.0, null_name="random token labels",
+            units="module genes"))
+    if "folded_ari" in metrics:
+        k = int(metrics["n_tokens"])
+        claims.append(check(
+            "rna.folded_ari", f"Folding to K = {k} tokens (the {k - 1} largest communities plus a rest token, as the "
+            "paper does) keeps each planted module as its own token",
+            metrics["folded_ari"], at_least=FOLDED_ARI_MIN, null=0.0, null_name="random token labels",
+            units="module genes"))
+    embedding = pd.Series(metrics.get("probe_r2", {}), dtype=float)
+    raw = pd.Series(metrics.get("probe_r2_raw", {}), dtype=float)
+    if len(embedding):
+        claims.append(check(
+            "rna.probe_embedding", "A linear probe reads every planted program from the encoder's embedding "
+            f"(cross-validated R² of the worst program ≥ {PROBE_R2_MIN:g})", embedding.min(), at_least=PROBE_R2_MIN,
+            null=0.0, null_name="probe predicting the mean", units=f"{len(embedding)} programs"))
+    if len(embedding) and len(raw):
+        claims.append(check(
+            "rna.probe_vs_raw", "The encoder's embedding predicts the planted programs nearly as well as 20 principal "
+            f"components of the raw expression (mean R² within {PROBE_GAP_MAX:g} of theirs)",
+            embedding.mean() - raw.mean(), at_least=-PROBE_GAP_MAX, null=-raw.mean(),
+            null_name="embedding without information (R² 0)", units=f"mean over {len(embedding)} programs"))
+    tokens = pd.Series(metrics.get("probe_r2_tokens", {}), dtype=float)
+    if len(tokens) and len(raw):
+        claims.append(check(
+            "rna.probe_tokens_vs_raw", "The encoder's gene-token outputs carry the planted programs almost as "
+            f"linearly as 20 raw-expression PCs (mean R² within {TOKENS_GAP_MAX:g} of theirs)",
+            tokens.mean() - raw.mean(), at_least=-TOKENS_GAP_MAX, null=-raw.mean(),
+            null_name="features without information (R² 0)", units=f"mean over {len(tokens)} programs"))
+    return claims

@@ -8,7 +8,8 @@ Two ways to group genes, as in the paper (reference spec §2.4–2.5):
 
 A :class:`GeneTokens` keeps the tokens in order (token order = model input order), each token's genes in a fixed
 order (the order of the expressed genes given), how they were made, and reads/writes the paper's JSON schema.
-:func:`token_agreement` scores tokens against planted modules (adjusted Rand index); :func:`read_primekg_ppi`
+:func:`token_agreement` scores tokens against planted modules (adjusted Rand index), :func:`module_tokens` says
+which token holds each module; :func:`read_primekg_ppi`
 turns PrimeKG's ``kg.csv`` into an edge table.
 
 Differences from the authors' code, on purpose: the *largest* connected component is clustered (they took the
@@ -261,6 +262,28 @@ def token_agreement(tokens: GeneTokens, reference: Mapping[str, Sequence[str]]) 
         raise ValueError(f"token_agreement: only {len(scored)} of the {len(truth)} reference genes are in the "
                          f"tokens (tokens have e.g. {tokens.genes[:3]}, reference e.g. {list(truth)[:3]}).")
     return float(adjusted_rand_score([truth[g] for g in scored], [label[g] for g in scored]))
+
+
+def module_tokens(tokens: GeneTokens, reference: Mapping[str, Sequence[str]]) -> dict[str, dict[str, Any]]:
+    """Per reference group (e.g. planted module): the token holding most of its genes and what share it holds.
+
+    Returns group → ``{"token": name, "fraction": share of the group's genes found in the tokens that this token
+    holds (0–1, rounded to 1e-4), "n_genes": genes of the group found in the tokens, "rest": whether that token is
+    the rest token}``. Ties go to the token first in token order. A group with no gene in the tokens gets
+    ``{"token": None, "fraction": 0.0, "n_genes": 0, "rest": False}``.
+    """
+    label = tokens.gene_to_token
+    order = {name: i for i, name in enumerate(tokens.tokens)}
+    out: dict[str, dict[str, Any]] = {}
+    for group, members in reference.items():
+        counts = pd.Series([label[g] for g in members if g in label], dtype=object).value_counts()
+        if counts.empty:
+            out[str(group)] = {"token": None, "fraction": 0.0, "n_genes": 0, "rest": False}
+            continue
+        best = min(counts.index, key=lambda t: (-counts[t], order[t]))
+        out[str(group)] = {"token": best, "fraction": round(float(counts[best] / counts.sum()), 4),
+                           "n_genes": int(counts.sum()), "rest": best == tokens.rest_token}
+    return out
 
 
 def _unique_genes(genes: Sequence[str], who: str) -> list[str]:

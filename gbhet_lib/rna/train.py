@@ -328,13 +328,14 @@ def evaluate_pretraining(model: ClusterTokenTransformer, data: TokenData, train:
 
 @torch.no_grad()
 def embed(model: ClusterTokenTransformer, data: TokenData, batch_size: int = 256,
-          device: str | torch.device = "cpu", output: Literal["cls", "projection"] = "cls") -> np.ndarray:
-    """Sample embeddings in evaluation mode: the CLS output (N, dim) or the normalised projection (N, proj_dim).
+          device: str | torch.device = "cpu", output: Literal["cls", "projection", "tokens"] = "cls") -> np.ndarray:
+    """Sample embeddings in evaluation mode: the CLS output (N, dim), the normalised projection (N, proj_dim), or
+    the K gene-token outputs concatenated in token order (``tokens``: N, K · dim; what the decoders read).
 
     Moves ``model`` to ``device``; its training mode is restored afterwards.
     """
-    if output not in ("cls", "projection"):
-        raise ValueError(f"output={output!r} must be 'cls' or 'projection'")
+    if output not in ("cls", "projection", "tokens"):
+        raise ValueError(f"output={output!r} must be 'cls', 'projection' or 'tokens'")
     if list(model.token_sizes) != data.token_sizes:
         raise ValueError(f"the model takes tokens of sizes {list(model.token_sizes)}, the data has "
                          f"{data.token_sizes}")
@@ -344,7 +345,13 @@ def embed(model: ClusterTokenTransformer, data: TokenData, batch_size: int = 256
     parts = []
     for start in range(0, len(data), batch_size):
         out = model([t[start:start + batch_size] for t in tokens])
-        parts.append((out.tokens[:, 0] if output == "cls" else out.projection).float().cpu().numpy())
+        if output == "cls":
+            chosen = out.tokens[:, 0]
+        elif output == "projection":
+            chosen = out.projection
+        else:
+            chosen = out.tokens[:, 1:].flatten(1)
+        parts.append(chosen.float().cpu().numpy())
     model.train(was_training)
     return np.concatenate(parts)
 

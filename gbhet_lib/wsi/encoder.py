@@ -35,6 +35,7 @@ from torch import Tensor, nn
 from ..training import load_weights, read_checkpoint
 
 Normalisation = Literal["weights", "clip"]
+ProjectionNorm = Literal["none", "batch"]
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 PAPER_ARCH = "deit_base_patch16_224"
@@ -56,6 +57,10 @@ class PatchEncoder(nn.Module):
         weights_path: a local timm/DeiT checkpoint; wins over ``pretrained``.
         normalisation: ``weights`` (the mean/std of ``arch``'s pretrained config) or ``clip`` (the paper's).
         hub_fallback: when the hub fails, warn and use random weights instead of raising.
+        proj_norm: ``none`` (the paper: features = normalise(W · CLS)) or ``batch``: a BatchNorm1d between the
+            projection and the L2 normalisation, as in SimCLR/BYOL projection heads. It removes the component every
+            feature shares; without it a randomly initialised small ViT gives CLS features of pairwise cosine ≈ 1,
+            where triplet gradients vanish and training stays collapsed (measured in chapter 3).
         **timm_kwargs: passed to :func:`timm.create_model` (e.g. ``depth=2`` for a small demo model).
 
     Attributes:
@@ -65,18 +70,21 @@ class PatchEncoder(nn.Module):
 
     def __init__(self, arch: str = PAPER_ARCH, img_size: int = 256, proj_dim: int = 256, pretrained: bool = False,
                  weights_path: str | Path | None = None, normalisation: Normalisation = "weights",
-                 hub_fallback: bool = False, **timm_kwargs: Any) -> None:
+                 hub_fallback: bool = False, proj_norm: ProjectionNorm = "none", **timm_kwargs: Any) -> None:
         super().__init__()
         if normalisation not in ("weights", "clip"):
             raise ValueError(f"normalisation={normalisation!r} must be 'weights' or 'clip'")
+        if proj_norm not in ("none", "batch"):
+            raise ValueError(f"proj_norm={proj_norm!r} must be 'none' or 'batch'")
         self.hparams = {"arch": arch, "img_size": int(img_size), "proj_dim": int(proj_dim),
-                        "normalisation": normalisation, **timm_kwargs}
+                        "normalisation": normalisation, "proj_norm": proj_norm, **timm_kwargs}
         hub = pretrained and weights_path is None
         self.vit, self.init_source = _create_vit(arch, img_size, hub, hub_fallback, timm_kwargs)
         if weights_path is not None:
             load_vit_weights(self.vit, weights_path)
             self.init_source = f"file:{weights_path}"
         self.vision_proj = nn.Linear(self.vit.embed_dim, proj_dim)
+        self.proj_norm = nn.BatchNorm1d(proj_dim) if proj_norm == "batch" else nn.Identity()
         config = self.vit.pretrained_cfg
         mean, std = (CLIP_MEAN, CLIP_STD) if normalisation == "clip" else (config["mean"], config["std"])
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
@@ -106,7 +114,7 @@ class PatchEncoder(nn.Module):
     def forward(self, pixels: Tensor) -> tuple[Tensor, Tensor]:
         """``pixels`` (B, 3, S, S) from :meth:`preprocess` → tokens (B, 1+N, D) and features (B, proj_dim), norm 1."""
         tokens = self.vit.forward_features(pixels)
-        return tokens, F.normalize(self.vision_proj(tokens[:, 0]), dim=-1)
+        return tokens, F.normalize(self.proj_norm(self.vision_proj(tokens[:, 0])), dim=-1)
 
 
 def preprocess(images: Tensor, img_size: int, mean: Tensor, std: Tensor) -> Tensor:
@@ -174,9 +182,12 @@ def load_vit_weights(vit: nn.Module, path: str | Path) -> None:
     load_weights(vit, state, str(path))
 
 
-def demo_encoder(img_size: int = 64, proj_dim: int = 64, depth: int = 2, **kwargs: Any) -> PatchEncoder:
-    """A small ViT for the CPU (ViT-Tiny/16, ``depth`` blocks, 64 px: 16 patches + CLS), random weights by default."""
-    return PatchEncoder("vit_tiny_patch16_224", img_size=img_size, proj_dim=proj_dim, depth=depth, **kwargs)
+def demo_encoder(img_size: int = 64, proj_dim: int = 64, depth: int = 2, proj_norm: ProjectionNorm = "batch",
+                 **kwargs: Any) -> PatchEncoder:
+    """A small ViT for the CPU (ViT-Tiny/16, ``depth`` blocks, 64 px: 16 patches + CLS, a batch-normalised
+    projection head), random weights by default."""
+    return PatchEncoder("vit_tiny_patch16_224", img_size=img_size, proj_dim=proj_dim, depth=depth,
+                        proj_norm=proj_norm, **kwargs)
 
 
 def load_encoder(path: str | Path, device: str | torch.device = "cpu") -> PatchEncoder:

@@ -2,7 +2,8 @@
 
 Reads (relative to the run directory; :class:`~gbhet_lib.rundir.RunDir` names every path)::
 
-    data/cohort/                     chapter 1's cohort: lineages.tsv (slide_file, patient_id), slides/
+    data/cohort/                     chapter 1's cohort: slides.tsv (slide_id, lineage_id, slide_file),
+                                     lineages.tsv (patient_id), slides/
 
 Writes::
 
@@ -90,14 +91,15 @@ def encoder_factory(encoder: Mapping[str, Any]) -> Callable[[], Any]:
 
 # ------------------------------------------------------------------------------------------------ tiling
 def slide_paths(cohort: Any) -> dict[str, Path]:
-    """Slide name (file stem) → slide file of every lineage of the cohort, in the cohort's lineage order."""
-    paths = [cohort.slide_path(lid) for lid in cohort.lineages.index]
+    """Slide name (file stem) → slide file of every slide of the cohort, in the cohort's slide order."""
+    paths = [cohort.slide_path(sid) for sid in cohort.slides.index]
     return {Path(p).stem: Path(p) for p in paths}
 
 
 def slide_units(cohort: Any) -> tuple[dict[str, str], dict[str, str]]:
-    """(slide → lineage id, slide → patient id) from the cohort's lineage table."""
-    lineage = {Path(cohort.slide_path(lid)).stem: str(lid) for lid in cohort.lineages.index}
+    """(slide → lineage id, slide → patient id) from the cohort's slide and lineage tables."""
+    lineage = {Path(cohort.slide_path(sid)).stem: str(cohort.slides.loc[sid, "lineage_id"])
+               for sid in cohort.slides.index}
     patient = {slide: str(cohort.lineages.loc[lid, "patient_id"]) for slide, lid in lineage.items()}
     return lineage, patient
 
@@ -269,22 +271,74 @@ def lineage_knn(features: np.ndarray, random_features: np.ndarray, patches: Coho
     return {"lineage_knn_acc": accuracy, "lineage_chance": chance, "lineage_knn_acc_random_encoder": accuracy_random}
 
 
-def program_probe(features: np.ndarray, random_features: np.ndarray, patches: CohortPatches,
-                  truth: Any) -> tuple[Any, dict[str, Any]]:
-    """Ridge probe (slides never split across folds) of each program's activity from the patch features of the
-    trained and the random encoder. Returns the table (one row per program) and the chapter's metrics."""
+def slide_targets(patches: CohortPatches, truth: Any) -> Any:
+    """slides × programs: each slide's lineage's planted program activities (index: the slide names)."""
     import pandas as pd
 
-    from ..rna.evaluate import probe_r2
+    slides = list(dict.fromkeys(patches.slide))
+    return truth.activity.loc[[patches.slide_lineage[s] for s in slides]].set_axis(pd.Index(slides, name="slide"))
 
-    programs = truth.activity.loc[patches.lineage].reset_index(drop=True)
-    probe = pd.DataFrame({"trained encoder": probe_r2(features, programs, groups=patches.slide),
-                          "random encoder": probe_r2(random_features, programs, groups=patches.slide)})
-    probe["visible in slides"] = [p in truth.visible_programs for p in probe.index]
-    trained = probe["trained encoder"]
-    return probe, {"probe_r2": trained.to_dict(),
-                   "probe_r2_visible_mean": float(trained[probe["visible in slides"]].mean()),
-                   "probe_r2_invisible_mean": float(trained[~probe["visible in slides"]].mean())}
+
+def program_probe(encodings: Mapping[str, np.ndarray], patches: CohortPatches, truth: Any, folds: int = 4,
+                  seed: int = 0, reference: str = "trained encoder") -> tuple[Any, dict[str, Any]]:
+    """Slide-level probe of every program from each encoding's patch features (name → (N, D) features, e.g. the
+    trained encoder, the random one and the hand-crafted baseline): :func:`gbhet_lib.evaluate.probes.slide_probe`
+    fitted on slide-mean features, folds grouped by patient (a held-out slide's patient was never probed on), R²
+    over slides. The ``reference`` encoding also gets a patient-bootstrap interval.
+
+    Returns the table (programs × encodings, plus ``<reference> low``/``high``, ``chance`` (the grouped folds'
+    null R²) and ``visible in slides``) and the chapter's metrics (``probe_r2_slide`` {program: R²} for the
+    reference, ``probe_r2_slide_<encoding>`` for the others).
+    """
+    import pandas as pd
+
+    from ..evaluate.probes import slide_probe
+
+    targets = slide_targets(patches, truth)
+    table, metrics = {}, {}
+    for name, features in encodings.items():
+        probe = slide_probe(features, targets, patches.slide, patches.patient, folds=folds, seed=seed,
+                            train_on="slides")
+        table[name] = probe.slide_r2
+        if name == reference:
+            ci = probe.intervals(seed=seed)
+            table[f"{name} low"], table[f"{name} high"] = ci["low"], ci["high"]
+            table["chance"] = probe.null_r2
+            metrics["probe_r2_slide"] = probe.slide_r2.round(4).to_dict()
+        else:
+            metrics[f"probe_r2_slide_{name.replace(' ', '_').replace('-', '')}"] = probe.slide_r2.round(4).to_dict()
+    frame = pd.DataFrame(table)
+    frame["visible in slides"] = [p in truth.visible_programs for p in frame.index]
+    return frame, metrics
+
+
+def handcrafted_encoding(patches: CohortPatches) -> np.ndarray:
+    """The hand-crafted colour and texture features (:mod:`gbhet_lib.wsi.handcrafted`) of every patch, (N, F)."""
+    import h5py
+
+    from .handcrafted import handcrafted_features
+
+    out = None
+    for k, store in enumerate(patches.index.stores):
+        mine = np.flatnonzero(patches.index.store_of == k)
+        with h5py.File(store, "r") as h5:
+            values = handcrafted_features(h5["patches"])[0]
+        out = np.zeros((len(patches.slide), values.shape[1]), np.float32) if out is None else out
+        out[mine] = values[patches.index.row[mine]]
+    return out
+
+
+def encoder_quality(features: np.ndarray, random_features: np.ndarray, patches: CohortPatches,
+                    train_rows: np.ndarray, val_rows: np.ndarray, history: Any, margin: float,
+                    seed: int = 0) -> dict[str, Any]:
+    """Lineage identification of held-out slides of trained lineages (trained and random encoder) and the collapse
+    report of the trained encoder (:mod:`gbhet_lib.wsi.evaluate`)."""
+    from .evaluate import collapse_report, embedding_spread, heldout_slide_lineages
+
+    ids = {name: heldout_slide_lineages(f, patches.slide, patches.lineage, patches.patient, train_rows, val_rows,
+                                        seed=seed) for name, f in (("trained", features), ("random", random_features))}
+    return {"lineage_id_heldout_slides": ids, "collapse": collapse_report(history, features, margin),
+            "random_encoder_spread": embedding_spread(random_features)}
 
 
 # ------------------------------------------------------------------------------------------------ real slides
@@ -351,10 +405,11 @@ def slide_overview(cohort: Any, thumbnail_size: int = 384) -> SlideOverview:
 
     slides = list_slides(cohort.root / "slides").set_index("path")
     slides.index = [Path(p).stem for p in slides.index]
-    thumbs = {lid: read_thumbnail(cohort.slide_path(lid), thumbnail_size)[0] for lid in slides.index}
-    masks = {lid: tissue_mask(rgb) for lid, rgb in thumbs.items()}
+    files = {Path(cohort.slide_path(sid)).stem: cohort.slide_path(sid) for sid in cohort.slides.index}
+    thumbs = {name: read_thumbnail(files[name], thumbnail_size)[0] for name in slides.index}
+    masks = {name: tissue_mask(rgb) for name, rgb in thumbs.items()}
     drawn = {Path(f).stem: s["tissue_fraction"] for f, s in cohort.truth.slide_stats.items()}
-    slides["tissue_otsu"] = [masks[lid].mean() for lid in slides.index]
+    slides["tissue_otsu"] = [masks[name].mean() for name in slides.index]
     slides["tissue_drawn"] = pd.Series(drawn)
     return SlideOverview(slides, thumbs, masks)
 

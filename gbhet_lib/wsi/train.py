@@ -31,6 +31,7 @@ from torch.utils.data import Dataset
 from ..evaluate.splits import SPLIT_POLICIES, SplitPolicy  # noqa: F401  (one list of policies, re-exported)
 from ..training import Run, TrainConfig, albef_lr, bf16_autocast, fit, require, resolve_device, seed_everything
 from .encoder import CHECKPOINT_FORMAT, PatchEncoder
+from .augment import dihedral, hed_jitter  # noqa: F401  (dihedral re-exported)
 from .features import extract_features
 from .triplet import PAPER_MARGIN, hardest_negative_triplet_loss
 
@@ -50,6 +51,9 @@ class TripletConfig(TrainConfig):
             (0.2) is the usual choice for unit-norm features.
         mining: ``hardest`` (paper) or ``semihard`` negatives (see :mod:`gbhet_lib.wsi.triplet`).
         augment: random flips and 90° rotations of each training patch (the paper has no augmentation).
+        stain_jitter: σ of the HED stain jitter of each training patch (:func:`~gbhet_lib.wsi.augment.hed_jitter`;
+            0 = none, the paper). Sections of one lineage are stained apart, so without it lineages can be told
+            apart by their slides' colour instead of their morphology.
         device, amp_bf16: as :class:`~gbhet_lib.training.TrainConfig` (bf16 autocast on CUDA only).
     """
 
@@ -59,9 +63,11 @@ class TripletConfig(TrainConfig):
     margin: float = PAPER_MARGIN
     mining: str = "hardest"
     augment: bool = False
+    stain_jitter: float = 0.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        require(self.stain_jitter >= 0, f"stain_jitter={self.stain_jitter} must be non-negative (0 = none)")
         require(self.margin >= 0, f"margin={self.margin} must be non-negative")
         require(self.mining in ("hardest", "semihard"), f"mining={self.mining!r} must be 'hardest' or 'semihard'")
         require(self.batch_size >= 2, f"batch_size={self.batch_size} must be at least 2 to form pairs")
@@ -108,13 +114,6 @@ def gather(data: PatchData, rows: np.ndarray) -> tuple[Tensor, Tensor]:
 
 def _labels(data: PatchData) -> np.ndarray:
     return data.labels if isinstance(data, PatchArrays) else np.array([int(data[i][1]) for i in range(len(data))])
-
-
-def dihedral(pixels: Tensor, generator: torch.Generator) -> Tensor:
-    """Each image of (B, C, S, S) flipped horizontally or not and rotated by k · 90°, drawn from ``generator``."""
-    k = torch.randint(0, 4, (len(pixels),), generator=generator).tolist()
-    flip = torch.randint(0, 2, (len(pixels),), generator=generator).tolist()
-    return torch.stack([torch.rot90(x.flip(-1) if f else x, r, dims=(-2, -1)) for x, r, f in zip(pixels, k, flip)])
 
 
 # ------------------------------------------------------------------------------------------------------ split
@@ -183,7 +182,10 @@ def train_triplet(encoder: PatchEncoder | Callable[[], PatchEncoder], train: Pat
 
     def step(rows: Tensor) -> dict[str, Tensor]:
         images, labels = gather(train, rows.cpu().numpy())
-        pixels = model.preprocess(images.to(device, non_blocking=True))
+        images = images.to(device, non_blocking=True)
+        if config.stain_jitter > 0:
+            images = hed_jitter(images.permute(0, 3, 1, 2).float().div_(255), config.stain_jitter, augment_generator)
+        pixels = model.preprocess(images)
         if config.augment:
             pixels = dihedral(pixels, augment_generator)
         with bf16_autocast(config.amp_bf16, device):

@@ -4,7 +4,9 @@ Entry point: :func:`make_demo_cohort`; read a cohort back with :func:`gbhet_lib.
 """
 from .cohort import CohortSpec, cohort_is_complete, make_demo_cohort
 from .programs import PROGRAM_NAMES, PROGRAMS, VISIBLE_PROGRAMS
-from .slides import SlideGeometry, render_slide, render_slide_files, write_pyramidal_tiff
+from .slides import (ProgramEffects, SlideGeometry, render_lineage_slides, render_slide, render_slide_files,
+                     write_pyramidal_tiff)
 
-__all__ = ["CohortSpec", "SlideGeometry", "PROGRAMS", "PROGRAM_NAMES", "VISIBLE_PROGRAMS", "cohort_is_complete",
-           "make_demo_cohort", "render_slide", "render_slide_files", "write_pyramidal_tiff"]
+__all__ = ["CohortSpec", "ProgramEffects", "SlideGeometry", "PROGRAMS", "PROGRAM_NAMES", "VISIBLE_PROGRAMS",
+           "cohort_is_complete", "make_demo_cohort", "render_lineage_slides", "render_slide", "render_slide_files",
+           "write_pyramidal_tiff"]

@@ -1,4 +1,4 @@
-"""Build the demo cohort: patients → lineages → one slide + one RNA profile each, plus an RNA-only pool.
+"""Build the demo cohort: patients → lineages → one RNA profile and two or more slides each, plus an RNA-only pool.
 
 ``make_demo_cohort(out_dir, spec, seed)`` writes the cohort contract of :mod:`gbhet_lib.data.cohort`
 (``kind`` synthetic, ``expression_unit`` raw_counts). Specific to the demo cohort: count rows are
@@ -26,9 +26,9 @@ from .expression import draw_counts, draw_size_factors, patient_and_batch_offset
 from .genes import make_gene_universe
 from .ppi import make_ppi_edges
 from .programs import PROGRAMS, VISIBLE_PROGRAMS, draw_cohort_activities, draw_pool_activities
-from .slides import SlideGeometry, render_slide_files
+from .slides import ProgramEffects, SlideGeometry, render_lineage_slides
 
-GENERATOR_VERSION = "2"  # bump when the same spec and seed would give other output
+GENERATOR_VERSION = "3"  # bump when the same spec and seed would give other output
 
 
 @dataclass(frozen=True)
@@ -38,17 +38,20 @@ class CohortSpec:
     Attributes:
         n_patients: patients in the multimodal cohort.
         min_lineages, max_lineages: lineages per patient (uniform between the two).
+        slides_per_lineage: sections per lineage, each rendered and stained on its own.
         n_pool: samples in the RNA-only pre-training pool.
         n_genes: genes in total; ``module_size`` of them per program, ``n_drivers`` of those are drivers.
         lineage_sd: sd of a lineage's program activities around its patient's (intra-tumour heterogeneity).
         patient_gene_sd: sd of the per-patient, per-gene log-expression shift shared by a patient's lineages.
         batch_gene_sd: sd of the per-gene log shift between the lineage cohort and the pool.
         slide: slide geometry (level-0 size, µm/px, pyramid).
+        effects: how strongly each visible program shows in the pixels (:class:`ProgramEffects`).
     """
 
     n_patients: int = 8
     min_lineages: int = 2
     max_lineages: int = 3
+    slides_per_lineage: int = 2
     n_pool: int = 300
     n_genes: int = 2000
     module_size: int = 40
@@ -57,6 +60,7 @@ class CohortSpec:
     patient_gene_sd: float = 0.25
     batch_gene_sd: float = 0.2
     slide: SlideGeometry = SlideGeometry()
+    effects: ProgramEffects = ProgramEffects()
 
     def __post_init__(self) -> None:
         problems = []
@@ -65,6 +69,8 @@ class CohortSpec:
         if not 1 <= self.min_lineages <= self.max_lineages <= 9:
             problems.append(f"lineages per patient {self.min_lineages}..{self.max_lineages} must satisfy "
                             "1 <= min_lineages <= max_lineages <= 9")
+        if self.slides_per_lineage < 1:
+            problems.append(f"slides_per_lineage={self.slides_per_lineage} must be >= 1")
         if self.n_pool < 0:
             problems.append(f"n_pool={self.n_pool} must be >= 0")
         if not 0 < self.n_drivers <= self.module_size or self.module_size * len(PROGRAMS) >= self.n_genes:
@@ -81,7 +87,7 @@ class CohortSpec:
         values = dict(values)
         slide = values.pop("slide", {})
         slide = SlideGeometry(**{**slide, "level_downsamples": tuple(slide.get("level_downsamples", (1, 4, 16)))})
-        return cls(slide=slide, **values)
+        return cls(slide=slide, effects=ProgramEffects(**values.pop("effects", {})), **values)
 
 
 def cohort_is_complete(out_dir: str | Path, spec: CohortSpec, seed: int) -> bool:
@@ -131,11 +137,11 @@ def make_demo_cohort(
     patients = _clinical_table(rng["clinical"], patient_activity)
     pool_clinical = _clinical_table(rng["clinical"], pool_activity)
 
-    lineages = lineages.assign(slide_file=[f"{SLIDES}/{lid}.tiff" for lid in lineages.index],
-                               rna_sample_id=lineages.index)
+    lineages = lineages.assign(rna_sample_id=lineages.index)
     visible = lineage_activity[list(VISIBLE_PROGRAMS)]
-    slide_stats = render_slide_files(out / SLIDES, visible, spec.slide, streams["slides"], n_jobs, progress,
-                                     description="gbhet synthetic slide")
+    slides, slide_stats = render_lineage_slides(out / SLIDES, visible, spec.slides_per_lineage, spec.slide,
+                                                streams["slides"], n_jobs, progress,
+                                                description="gbhet synthetic slide", effects=spec.effects)
     activity = pd.concat([lineage_activity, pool_activity])
     truth = {
         "programs": [{"name": p.name, "visible": p.visible, "description": p.description} for p in PROGRAMS],
@@ -144,7 +150,7 @@ def make_demo_cohort(
         "loadings": genes.module_loadings(),
         "activity": {s: {p: round(float(v), 6) for p, v in row.items()} for s, row in activity.iterrows()},
         "size_factors": {s: round(float(v), 6) for s, v in size_factors.items()},
-        "slide_lineage": {Path(f).name: lid for lid, f in lineages["slide_file"].items()},
+        "slide_lineage": {Path(f).name: lid for f, lid in zip(slides["slide_file"], slides["lineage_id"])},
         "lineage_patient": lineages["patient_id"].to_dict(),
         "survival": {"os": OS_LOG_HAZARD, "pfs": PFS_LOG_HAZARD, "age_per_year": AGE_LOG_HAZARD_PER_YEAR},
         "imaging_traits": {t.name: {"description": t.description, "intercept": t.intercept,
@@ -154,7 +160,7 @@ def make_demo_cohort(
     }
     return write_cohort(
         out, genes=genes.annotation, expression_lineages=counts_lineages, expression_pool=counts_pool,
-        lineages=lineages, patients=patients, pool_clinical=pool_clinical, ppi_edges=edges, truth=truth,
+        lineages=lineages, slides=slides, patients=patients, pool_clinical=pool_clinical, ppi_edges=edges, truth=truth,
         metadata={"kind": "synthetic", "expression_unit": "raw_counts", "seed": seed,
                   "generator_version": GENERATOR_VERSION, "spec": spec.to_dict()})
 

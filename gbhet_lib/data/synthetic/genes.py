@@ -16,6 +16,16 @@ _GENES_PER_CHROMOSOME = (2050, 1260, 1080, 750, 880, 1040, 920, 680, 780, 730, 1
 _LENGTH_MB = (248, 242, 198, 190, 181, 171, 159, 145, 138, 134, 135, 133, 114, 107, 102, 90, 83, 80,
               59, 64, 47, 51, 156, 57)
 
+#: Demo gene universe: six program modules of 150 genes ("sized like real pathways": MSigDB Hallmark sets hold
+#: 32–200 genes) among 2500 genes, a fifth of each module drivers. Modules this size are the largest communities
+#: of the PPI graph (:func:`~gbhet_lib.data.synthetic.ppi.make_ppi_edges` draws background complexes of 10–60
+#: genes), so folding Louvain's communities to the paper's K = 7 tokens keeps each module as its own token.
+DEMO_N_GENES = 2500
+DEMO_MODULE_SIZE = 150
+DEMO_N_DRIVERS = 30
+#: share of a module's genes that are drivers
+DRIVER_FRACTION = 0.2
+
 
 @dataclass(frozen=True)
 class GeneUniverse:
@@ -54,14 +64,36 @@ class GeneUniverse:
                 for p in PROGRAM_NAMES}
 
 
+def pathway_module_size(n_genes: int) -> tuple[int, int]:
+    """``(module_size, n_drivers)`` for a universe of ``n_genes``: pathway-sized modules (``DEMO_MODULE_SIZE``, at
+    most 6 % of the genes each, so six modules take at most 36 %) with ``DRIVER_FRACTION`` of them drivers.
+
+    For small test universes, where 150-gene modules do not fit: 400 genes → (24, 5). Modules smaller than the
+    largest background complexes (60 genes) are still Louvain communities, but folding to K = 7 tokens no longer
+    keeps them.
+    """
+    if n_genes < 2 * 6 + 1:
+        raise ValueError(f"pathway_module_size: n_genes={n_genes} is too small for six modules of at least 2 genes")
+    module_size = max(2, min(DEMO_MODULE_SIZE, (6 * n_genes) // 100))
+    return module_size, max(1, int(round(DRIVER_FRACTION * module_size)))
+
+
 def make_gene_universe(
-    rng: np.random.Generator, n_genes: int, module_size: int, n_drivers: int, lncrna_fraction: float = 0.08
+    rng: np.random.Generator, n_genes: int = DEMO_N_GENES, module_size: int = DEMO_MODULE_SIZE,
+    n_drivers: int = DEMO_N_DRIVERS, lncrna_fraction: float = 0.08
 ) -> GeneUniverse:
     """Draw the gene universe.
 
     Module genes are spread over random chromosomes (so chromosome tokens mix programs, as in real
     genomes); drivers load with log-fold 0.9–1.3 per unit activity, other module genes 0.3–0.7. A small
     fraction of background genes are lncRNAs (the paper keeps protein-coding genes only).
+
+    Args:
+        n_genes: genes in total (default ``DEMO_N_GENES``).
+        module_size: genes per program module (default ``DEMO_MODULE_SIZE``, pathway-sized; see
+            :func:`pathway_module_size` for smaller universes).
+        n_drivers: drivers per module, its strongest-loading genes (default ``DEMO_N_DRIVERS``).
+        lncrna_fraction: share of background genes that are lncRNAs.
     """
     n_module = module_size * len(PROGRAM_NAMES)
     if not 0 < n_drivers <= module_size or n_module >= n_genes:

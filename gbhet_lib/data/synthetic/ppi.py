@@ -3,6 +3,11 @@
 Program modules are dense communities; the remaining covered genes fall into background complexes of
 varying size; a fraction of genes has no interaction at all (real PPI networks miss many genes).
 Edges carry a STRING-like ``combined_score`` (400–999), higher inside communities.
+
+Sizes follow biology loosely: program modules are pathways (the demo's 150 genes; MSigDB Hallmark sets hold
+32–200), background communities are protein complexes of 10–60 genes. Modules are then the largest communities
+Louvain finds, so the paper's folding to its six largest communities plus a rest token keeps each module as one
+token (with modules smaller than the largest complexes, folding puts them all into the rest token).
 """
 from __future__ import annotations
 
@@ -19,7 +24,7 @@ def make_ppi_edges(
     background_degree: float = 6.0,
     cross_degree: float = 1.5,
     coverage: float = 0.85,
-    background_community_size: tuple[int, int] = (15, 120),
+    background_community_size: tuple[int, int] = (10, 60),
 ) -> tuple[pd.DataFrame, pd.Series]:
     """Draw the PPI graph.
 
@@ -28,12 +33,17 @@ def make_ppi_edges(
         background_degree: expected within-community degree of a background gene.
         cross_degree: expected number of edges of a gene to genes outside its community.
         coverage: fraction of background genes present in the graph (module genes always are).
-        background_community_size: min/max size of a background community.
+        background_community_size: min/max size of a background community (protein complexes; keep the maximum
+            well below the module size for the modules to be the largest communities).
 
     Returns:
         edges: columns ``symbol_a``, ``symbol_b``, ``combined_score`` (one row per undirected edge).
         community: per symbol in the graph, the planted community (program name or ``bg<k>``).
     """
+    lo, hi = background_community_size
+    if not 1 <= lo <= hi:
+        raise ValueError(f"background_community_size={background_community_size} must be (min, max) with "
+                         "1 <= min <= max")
     symbols = genes.annotation["symbol"].to_numpy()
     module = genes.module.to_numpy()
     background = np.flatnonzero(module == "")
@@ -42,7 +52,6 @@ def make_ppi_edges(
     community[module != ""] = module[module != ""]
     shuffled = rng.permutation(covered_bg)
     start, k = 0, 0
-    lo, hi = background_community_size
     while start < len(shuffled):
         size = int(rng.integers(lo, hi + 1))
         community[shuffled[start:start + size]] = f"bg{k}"

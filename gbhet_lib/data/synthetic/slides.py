@@ -66,6 +66,40 @@ class SlideGeometry:
 
 
 @dataclass(frozen=True)
+class ProgramEffects:
+    """How strongly each image-visible program changes the pixels, per unit of activity (standard-normal scale).
+
+    Attributes:
+        necrosis_max_fraction: hypoxia: the necrotic share of the tissue approaches this at high activity ...
+        necrosis_slope, necrosis_midpoint: ... along a logistic curve of this slope, half-way at this activity.
+        palisade_um: width of the band of dense nuclei around necrosis (µm); its nuclear density is
+            ``palisade_density`` × the tissue's.
+        nuclear_density_log: proliferation: natural-log change of nuclear density per unit (exp(0.45) = 1.57×).
+        nuclear_density_per_um2: nuclear density of viable tissue at zero proliferation (nuclei per µm²).
+        hyperchromasia: proliferation: added haematoxylin optical density of nuclei per unit.
+        vessel_density_slope: angiogenesis: vessel density is ``vessels_per_mm2`` × 2σ(slope × activity), from
+            0 to twice the base, nearly linear over ±1.5 (a log-linear density would make vessel area grow
+            exponentially, which no linear read-out of the pixels follows).
+        vessels_per_mm2: vessel density at zero angiogenesis (per mm² of viable tissue).
+        glomeruloid_midpoint: angiogenesis at which half of the vessels are glomeruloid tufts (3–5 lumens).
+        wall_thickening: relative endothelial wall thickening per unit of positive angiogenesis.
+    """
+
+    necrosis_max_fraction: float = 0.5
+    necrosis_slope: float = 1.6
+    necrosis_midpoint: float = 0.0
+    palisade_um: float = 45.0
+    palisade_density: float = 2.6
+    nuclear_density_log: float = 0.45
+    nuclear_density_per_um2: float = 0.0022
+    hyperchromasia: float = 0.12
+    vessel_density_slope: float = 1.5
+    vessels_per_mm2: float = 40.0
+    glomeruloid_midpoint: float = 1.0
+    wall_thickening: float = 0.25
+
+
+@dataclass(frozen=True)
 class RenderedSlide:
     """Level-0 RGB pixels (H×W×3 uint8) and what was drawn (fractions are of the slide area)."""
 
@@ -74,12 +108,15 @@ class RenderedSlide:
 
 
 def render_slide(
-    activity: Mapping[str, float], rng: np.random.Generator, geometry: SlideGeometry = SlideGeometry()
+    activity: Mapping[str, float], rng: np.random.Generator, geometry: SlideGeometry = SlideGeometry(),
+    effects: ProgramEffects = ProgramEffects(),
 ) -> RenderedSlide:
     """Render one slide from program activities (only the visible programs are used).
 
     ``activity`` maps program name → activity (standard-normal scale); missing visible programs count as 0.
+    ``effects`` sets how strongly each program shows (:class:`ProgramEffects`).
     """
+    fx = effects
     hyp = float(activity.get("hypoxia", 0.0))
     pro = float(activity.get("proliferation", 0.0))
     ang = float(activity.get("angiogenesis", 0.0))
@@ -94,7 +131,7 @@ def render_slide(
     radius = np.sqrt(((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2)
     tissue_score = 1.0 - radius + 0.18 * _smooth_noise(rng, coarse_shape, 60.0 / coarse_um)
     # Necrosis: the top fraction of a smooth field inside tissue; the fraction grows with hypoxia.
-    necrosis_fraction = 0.28 / (1.0 + np.exp(-1.6 * (hyp - 0.4)))
+    necrosis_fraction = fx.necrosis_max_fraction / (1.0 + np.exp(-fx.necrosis_slope * (hyp - fx.necrosis_midpoint)))
     necrosis_field = _smooth_noise(rng, coarse_shape, 90.0 / coarse_um)
     inside = tissue_score > 0.08
     cut = np.quantile(necrosis_field[inside], 1.0 - necrosis_fraction) if necrosis_fraction > 1e-3 else np.inf
@@ -104,7 +141,7 @@ def render_slide(
     necrosis = tissue & (_upsample(necrosis_score, _COARSE) > 0)
     coarse_necrosis = (tissue_score > 0) & (necrosis_score > 0)
     dist_um = ndimage.distance_transform_edt(~coarse_necrosis) * coarse_um
-    palisade = (tissue_score > 0) & ~coarse_necrosis & (dist_um < 45.0) & coarse_necrosis.any()
+    palisade = (tissue_score > 0) & ~coarse_necrosis & (dist_um < fx.palisade_um) & coarse_necrosis.any()
 
     # Stroma: fibrillary eosinophilic background with faint haematoxylin.
     texture = _upsample(_smooth_noise(rng, coarse_shape, 1.5), _COARSE)
@@ -115,19 +152,19 @@ def render_slide(
     stain_h[necrosis] = 0.02
 
     # Nuclei: Poisson counts per coarse cell from a density map (per µm²).
-    density = 0.0022 * np.exp(0.45 * pro) * (tissue_score > 0)
-    density = np.where(coarse_necrosis, 0.3 * density, np.where(palisade, 2.6 * density, density))
+    density = fx.nuclear_density_per_um2 * np.exp(fx.nuclear_density_log * pro) * (tissue_score > 0)
+    density = np.where(coarse_necrosis, 0.3 * density, np.where(palisade, fx.palisade_density * density, density))
     n_per_cell = rng.poisson(density * coarse_um**2)
     cell_y, cell_x = np.nonzero(n_per_cell)
     reps = n_per_cell[cell_y, cell_x]
     ny = (np.repeat(cell_y, reps) + rng.random(reps.sum())) * _COARSE
     nx = (np.repeat(cell_x, reps) + rng.random(reps.sum())) * _COARSE
     in_necrosis = coarse_necrosis[np.repeat(cell_y, reps), np.repeat(cell_x, reps)]
-    darkness = (0.55 + 0.12 * pro) * rng.uniform(0.75, 1.25, len(ny))
+    darkness = (0.55 + fx.hyperchromasia * pro) * rng.uniform(0.75, 1.25, len(ny))
     _stamp_nuclei(stain_h, ny, nx, darkness, ~in_necrosis, mpp, rng)
 
     blood = np.zeros_like(stain_h)
-    n_vessels = _draw_vessels(stain_h, stain_e, blood, tissue & ~necrosis, ang, mpp, rng)
+    n_vessels = _draw_vessels(stain_h, stain_e, blood, tissue & ~necrosis, ang, mpp, rng, fx)
 
     grain = rng.standard_normal((h, w), dtype=np.float32)
     stain_h += 0.015 * grain
@@ -238,23 +275,24 @@ def _stamp_nuclei(stain_h: np.ndarray, ny: np.ndarray, nx: np.ndarray, darkness:
 
 
 def _draw_vessels(stain_h: np.ndarray, stain_e: np.ndarray, blood: np.ndarray, allowed: np.ndarray, ang: float,
-                  mpp: float, rng: np.random.Generator) -> int:
+                  mpp: float, rng: np.random.Generator, fx: ProgramEffects) -> int:
     """Draw vessels (lumen with red cells, endothelial wall) in place; returns how many were drawn."""
     h, w = allowed.shape
     area_mm2 = allowed.sum() * (mpp * 1e-3) ** 2
-    n_sites = rng.poisson(area_mm2 * 18.0 * np.exp(0.8 * ang))
+    relative_density = 2.0 / (1.0 + np.exp(-fx.vessel_density_slope * ang))
+    n_sites = rng.poisson(area_mm2 * fx.vessels_per_mm2 * relative_density)
     ys, xs = np.nonzero(allowed[::_COARSE, ::_COARSE])
     if n_sites == 0 or len(ys) == 0:
         return 0
     pick = rng.integers(0, len(ys), n_sites)
-    glomeruloid_p = 1.0 / (1.0 + np.exp(-2.0 * (ang - 1.0)))
+    glomeruloid_p = 1.0 / (1.0 + np.exp(-2.0 * (ang - fx.glomeruloid_midpoint)))
     drawn = 0
     for cy, cx in zip(ys[pick] * _COARSE, xs[pick] * _COARSE):
         n_tuft = int(rng.integers(3, 6)) if rng.random() < glomeruloid_p else 1
         for _ in range(n_tuft):
             oy, ox = (rng.normal(0, 12.0 / mpp, 2) if n_tuft > 1 else (0.0, 0.0))
             lumen = rng.uniform(5.0, 16.0) / mpp / (1.6 if n_tuft > 1 else 1.0)
-            wall = rng.uniform(2.0, 4.0) * (1.0 + 0.25 * max(ang, 0.0)) / mpp
+            wall = rng.uniform(2.0, 4.0) * (1.0 + fx.wall_thickening * max(ang, 0.0)) / mpp
             outer = lumen + wall
             y0, x0 = int(cy + oy), int(cx + ox)
             r = int(np.ceil(outer)) + 1
@@ -279,14 +317,15 @@ def _draw_vessels(stain_h: np.ndarray, stain_e: np.ndarray, blood: np.ndarray, a
 
 def render_slide_files(folder: Path, activity: pd.DataFrame, geometry: SlideGeometry,
                        seed: np.random.SeedSequence, n_jobs: int | None = None, progress: bool = True,
-                       description: str = "gbhet slide") -> dict[str, dict[str, float]]:
+                       description: str = "gbhet slide",
+                       effects: ProgramEffects = ProgramEffects()) -> dict[str, dict[str, float]]:
     """Render one slide per row of ``activity`` (samples × visible programs) to ``folder/<row id>.tiff``.
 
     Row ``i`` draws from child ``i`` of ``seed``, so the pixels do not depend on ``n_jobs`` (worker
     processes; default up to 2). Every file is written atomically. Returns slide file → render statistics.
     """
     folder.mkdir(parents=True, exist_ok=True)
-    jobs = [(folder, sid, activity.loc[sid].to_dict(), geometry, s, description)
+    jobs = [(folder, sid, activity.loc[sid].to_dict(), geometry, s, description, effects)
             for sid, s in zip(activity.index, seed.spawn(len(activity)))]
     n_jobs = n_jobs or min(2, os.cpu_count() or 1)
     stats: dict[str, dict[str, float]] = {}
@@ -304,9 +343,33 @@ def render_slide_files(folder: Path, activity: pd.DataFrame, geometry: SlideGeom
     return dict(sorted(stats.items()))
 
 
+def render_lineage_slides(folder: Path, activity: pd.DataFrame, slides_per_lineage: int, geometry: SlideGeometry,
+                          seed: np.random.SeedSequence, n_jobs: int | None = None, progress: bool = True,
+                          description: str = "gbhet slide", effects: ProgramEffects = ProgramEffects(),
+                          ) -> tuple[pd.DataFrame, dict[str, dict[str, float]]]:
+    """Render ``slides_per_lineage`` sections of every lineage (row of ``activity``: lineages × visible programs).
+
+    Sections of one lineage share its program activities and nothing else: each draws its own tissue outline,
+    necrosis and vessel fields, nuclei and stain vectors (a separate section or xenograft mouse, stained on its
+    own), so slide, lineage and patient are three levels. Slide ``k`` of lineage ``L`` is ``slides/L-S<k>.tiff``.
+
+    Returns the cohort's slide table (:func:`gbhet_lib.data.cohort.slide_table`) and slide file → render statistics.
+    """
+    from ..cohort import SLIDES, slide_table
+
+    if slides_per_lineage < 1:
+        raise ValueError(f"slides_per_lineage={slides_per_lineage} must be at least 1")
+    slide_ids = [f"{lid}-S{k + 1}" for lid in activity.index for k in range(slides_per_lineage)]
+    per_slide = activity.loc[np.repeat(activity.index.to_numpy(), slides_per_lineage)].set_axis(slide_ids)
+    stats = render_slide_files(folder, per_slide, geometry, seed, n_jobs, progress, description, effects)
+    files = {str(lid): [f"{SLIDES}/{lid}-S{k + 1}.tiff" for k in range(slides_per_lineage)] for lid in activity.index}
+    return slide_table(files), stats
+
+
 def _render_to_file(folder: Path, sample_id: str, activity: dict[str, float], geometry: SlideGeometry,
-                    seed: np.random.SeedSequence, description: str) -> tuple[str, dict[str, float]]:
-    slide = render_slide(activity, np.random.default_rng(seed), geometry)
+                    seed: np.random.SeedSequence, description: str,
+                    effects: ProgramEffects) -> tuple[str, dict[str, float]]:
+    slide = render_slide(activity, np.random.default_rng(seed), geometry, effects)
     target = folder / f"{sample_id}.tiff"
     with atomic_path(target) as tmp:
         write_pyramidal_tiff(tmp, slide.rgb, geometry, description=f"{description} {sample_id}")
