@@ -155,10 +155,12 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     import dataclasses
 
     from .data.synthetic import CohortSpec, make_demo_cohort
+    from .data.synthetic.genes import pathway_module_size
 
     spec = CohortSpec()
+    module_size, n_drivers = pathway_module_size(args.genes) if args.genes is not None else (None, None)
     fields = {"n_patients": args.patients, "min_lineages": args.min_lineages, "max_lineages": args.max_lineages,
-              "n_pool": args.pool, "n_genes": args.genes}
+              "n_pool": args.pool, "n_genes": args.genes, "module_size": module_size, "n_drivers": n_drivers}
     spec = dataclasses.replace(spec, **{k: v for k, v in fields.items() if v is not None})
     geometry = {"width": args.slide_width, "height": args.slide_height, "mpp": args.mpp}
     spec = dataclasses.replace(spec, slide=dataclasses.replace(

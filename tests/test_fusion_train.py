@@ -78,8 +78,9 @@ def test_frozen_encoders_do_not_change_and_the_paper_mode_lets_batchnorm_drift(t
         weights = [k for k in rna_encoder.state_dict() if "running" not in k and "num_batches" not in k]
         before, after = rna_encoder.state_dict(), model.rna_encoder.state_dict()
         assert all(torch.equal(before[k], after[k]) for k in weights), mode
-        assert all(torch.equal(x, y) for x, y in zip(image_encoder.state_dict().values(),
-                                                       model.image_encoder.state_dict().values()))
+        image_before, image_after = image_encoder.state_dict(), model.image_encoder.state_dict()
+        assert all(torch.equal(image_before[k], image_after[k]) for k in image_before
+                   if mode == "eval" or ("running" not in k and "num_batches" not in k)), mode
         stats = [k for k in before if "running_mean" in k]
         assert any(not torch.equal(before[k], after[k]) for k in stats) == drifts, mode
 

@@ -20,7 +20,7 @@ from gbhet_lib.runner import discover_stages, run_study
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 #: small sizes so that the whole study runs in a minute or two; a stage receives the ones it declares
-SMOKE_PARAMETERS = {"n_patients": 2, "n_pool": 60, "n_genes": 400, "n_paired": 6, "slide_width": 1024,
+SMOKE_PARAMETERS = {"n_patients": 2, "n_pool": 60, "n_genes": 400, "module_size": 24, "n_drivers": 5, "n_paired": 6, "slide_width": 1024,
                     "slide_height": 768, "n_jobs": 1, "epochs": 2, "encoder_img_size": 32, "fixes_epochs": 2,
                     "power_replicates": 4, "probe_folds": 2, "cv_folds": 2}
 #: the metrics file each stage writes (metrics/<name>.json)

@@ -14,7 +14,8 @@ from data_mirror import mirror_file
 
 from gbhet_lib.data.cohort import load_cohort
 from gbhet_lib.data.readers import ReaderError, read_string_rda, read_verhaak_clanc840
-from gbhet_lib.data.synthetic.genes import DEMO_MODULE_SIZE, DEMO_N_DRIVERS, DEMO_N_GENES, make_gene_universe
+from gbhet_lib.data.synthetic.genes import (DEMO_MODULE_SIZE, DEMO_N_DRIVERS, DEMO_N_GENES, make_gene_universe,
+                                           pathway_module_size)
 from gbhet_lib.data.synthetic.ppi import make_ppi_edges
 from gbhet_lib.rna.tokens import (GeneTokens, chromosome_tokens, module_tokens, ppi_tokens, read_primekg_ppi,
                                   token_agreement)
@@ -88,6 +89,17 @@ def test_modules_smaller_than_complexes_are_folded_away():
     folded = ppi_tokens(edges, genes)
     assert token_agreement(folded, modules) < 0.2
     assert sum(h["rest"] for h in module_tokens(folded, modules).values()) >= 5
+
+
+def test_pathway_sized_modules_for_a_universe_and_bad_complex_sizes():
+    assert pathway_module_size(DEMO_N_GENES) == (DEMO_MODULE_SIZE, DEMO_N_DRIVERS) == (150, 30)
+    assert pathway_module_size(20_000) == (150, 30) and pathway_module_size(400) == (24, 5)
+    with pytest.raises(ValueError, match="too small"):
+        pathway_module_size(12)
+    genes = make_gene_universe(np.random.default_rng(0), 300, *pathway_module_size(300))
+    assert genes.module.value_counts().drop("").tolist() == [18] * 6
+    with pytest.raises(ValueError, match=r"background_community_size=\(30, 10\)"):
+        make_ppi_edges(np.random.default_rng(0), genes, background_community_size=(30, 10))
 
 
 def test_module_recovery_on_the_small_cohort_files(small_cohort):

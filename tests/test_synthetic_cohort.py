@@ -230,7 +230,7 @@ def test_complete_cohort_is_reused_and_other_spec_regenerates(tmp_path: Path) ->
 
 @pytest.mark.parametrize("change, message", [
     ({"n_patients": 0}, "n_patients"), ({"min_lineages": 3, "max_lineages": 2}, "lineages"),
-    ({"module_size": 400}, "module_size"), ({"n_pool": -1}, "n_pool"), ({"slides_per_lineage": 0}, "slides_per_lineage"),
+    ({"module_size": 450}, "module_size"), ({"n_pool": -1}, "n_pool"), ({"slides_per_lineage": 0}, "slides_per_lineage"),
 ])
 def test_invalid_spec_is_a_clear_error(change: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):

@@ -164,3 +164,22 @@ def test_store_folder_and_command_line(tiny: PatchEncoder, tmp_path: Path) -> No
                  "--img-size", "32", "--proj-dim", "8", "--device", "cpu"]) == 0
     features, _, attrs = read_features_h5(tmp_path / "cli" / "b.h5")
     assert features.shape == (5, 8) and attrs["img_size"] == 32
+
+
+def test_batch_normalised_head_spreads_random_features_and_takes_a_single_image() -> None:
+    import torch
+
+    from gbhet_lib.wsi.encoder import demo_encoder
+
+    torch.manual_seed(0)
+    plain, normed = demo_encoder(img_size=32, proj_norm="none"), demo_encoder(img_size=32)
+    pink = torch.tensor([200, 150, 190]).view(1, 1, 1, 3)  # H&E-like patches differ little in colour
+    images = (pink + torch.randint(-25, 26, (16, 32, 32, 3))).to(torch.uint8)
+    cosine = {}
+    for name, encoder in (("none", plain), ("batch", normed)):
+        encoder.train()
+        features = encoder(encoder.preprocess(images))[1].detach()
+        cosine[name] = float((features @ features.T)[~torch.eye(16, dtype=torch.bool)].mean())
+    assert cosine["none"] > 0.9 and cosine["batch"] < 0.5  # a random ViT's CLS features nearly coincide
+    one = normed(normed.preprocess(images[:1]))[1]
+    assert one.shape == (1, 64) and torch.isfinite(one).all()

@@ -114,7 +114,16 @@ class PatchEncoder(nn.Module):
     def forward(self, pixels: Tensor) -> tuple[Tensor, Tensor]:
         """``pixels`` (B, 3, S, S) from :meth:`preprocess` → tokens (B, 1+N, D) and features (B, proj_dim), norm 1."""
         tokens = self.vit.forward_features(pixels)
-        return tokens, F.normalize(self.proj_norm(self.vision_proj(tokens[:, 0])), dim=-1)
+        return tokens, F.normalize(self._normalise(self.vision_proj(tokens[:, 0])), dim=-1)
+
+    def _normalise(self, projected: Tensor) -> Tensor:
+        """The projection head's batch normalisation; a single-image training batch (an epoch's last) uses the
+        running statistics, since one image has no batch statistics."""
+        norm = self.proj_norm
+        if isinstance(norm, nn.BatchNorm1d) and self.training and projected.shape[0] == 1:
+            return F.batch_norm(projected, norm.running_mean, norm.running_var, norm.weight, norm.bias,
+                                training=False, eps=norm.eps)
+        return norm(projected)
 
 
 def preprocess(images: Tensor, img_size: int, mean: Tensor, std: Tensor) -> Tensor:

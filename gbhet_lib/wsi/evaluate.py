@@ -86,57 +86,95 @@ def collapse_report(history: pd.DataFrame, features: np.ndarray, margin: float) 
     spread = embedding_spread(features)
     return {"loss_first": float(losses[0]), "loss_last": float(losses[-1]), "margin": float(margin),
             "loss_last_over_margin": float(losses[-1] / margin) if margin > 0 else float("nan"),
+            "loss_min_over_margin": float(losses.min() / margin) if margin > 0 else float("nan"),
             "loss_at_margin_every_epoch": loss_at_margin, **spread,
             "collapsed": loss_at_margin or spread["mean_pairwise_cosine"] >= COLLAPSE_COSINE}
 
 
+#: the slide-level probe R² issue 11 asks of each visible program
+VISIBLE_TARGET = 0.5
+#: the most an invisible program (negative control) may reach
+INVISIBLE_LIMIT = 0.1
+
+
 def wsi_claims(probe: pd.DataFrame, visible: Sequence[str], lineage_id: Mapping[str, Mapping[str, float]],
-               collapse: Mapping[str, Any], n_slides: int) -> list[Any]:
+               collapse: Mapping[str, Any]) -> list[Any]:
     """Chapter 3's checked statements (:mod:`gbhet_lib.claims`).
+
+    The negative controls and the baseline are fixed claims, which fail when the data contradict them: no
+    encoding reads an invisible program (R² ≤ :data:`INVISIBLE_LIMIT`), and the hand-crafted colour and texture
+    features read proliferation (R² ≥ :data:`VISIBLE_TARGET`: the signal is in the pixels). Whether the trained
+    encoder reaches :data:`VISIBLE_TARGET` for each visible program, identifies the lineage of held-out slides
+    above chance and escaped collapse is stated as measured: the claim made is the one the value supports, so the
+    chapter never says an encoder succeeded when it did not.
 
     Args:
         probe: one row per program; columns ``trained encoder``, ``random encoder``, ``hand-crafted`` (slide-level
-            held-out-patient probe R²) and ``trained low``/``trained high`` (interval over patients), when measured.
+            held-out-patient probe R²) and ``trained encoder low``/``high`` (interval over patients).
         visible: the image-visible programs (the others are negative controls).
         lineage_id: ``{"trained": ..., "random": ...}`` results of :func:`heldout_slide_lineages`.
         collapse: :func:`collapse_report` of the trained encoder.
-        n_slides: slides the probe is scored over.
     """
     from ..claims import check
 
     claims = []
     for program, row in probe.iterrows():
-        interval = (row["trained low"], row["trained high"]) if "trained low" in row else None
-        if program in visible:
+        interval = (row["trained encoder low"], row["trained encoder high"]) if "trained encoder low" in row else None
+        value = row["trained encoder"]
+        if program not in visible:
+            for encoding in ("trained encoder", "random encoder", "hand-crafted"):
+                claims.append(check(
+                    f"wsi.invisible.{program}.{encoding.replace(' ', '_')}", f"The {encoding} features do not carry "
+                    f"{program}, which the slides do not show (negative control)", row[encoding],
+                    at_most=INVISIBLE_LIMIT, null=0.0, null_name="no signal"))
+            continue
+        baseline = f"hand-crafted {row['hand-crafted']:.2f}, random encoder {row['random encoder']:.2f}"
+        if value >= VISIBLE_TARGET:
             claims.append(check(
-                f"wsi.probe_visible.{program}", f"The patch encoder's features predict {program} on slides of "
-                "patients never probed on (slide-averaged R²)", row["trained encoder"], at_least=0.5,
+                f"wsi.visible.{program}", f"The trained encoder's features predict {program} on slides of unseen "
+                f"patients (slide R² ≥ {VISIBLE_TARGET}; {baseline})", value, at_least=VISIBLE_TARGET,
                 null=row["random encoder"], null_name="random encoder", interval=interval, units="patients"))
-            claims.append(check(
-                f"wsi.probe_vs_handcrafted.{program}", f"For {program} the trained encoder reaches the hand-crafted "
-                "colour and texture baseline (within 0.1 R²)", row["trained encoder"] - row["hand-crafted"],
-                at_least=-0.1, null=0.0, null_name="equal to the baseline"))
         else:
             claims.append(check(
-                f"wsi.probe_invisible.{program}", f"The features carry no {program}, which the slides do not show "
-                "(negative control)", row["trained encoder"], at_most=0.1, null=0.0, null_name="no signal",
-                interval=interval, units="patients"))
+                f"wsi.visible_not_reached.{program}", f"The trained encoder does not reach slide R² {VISIBLE_TARGET} "
+                f"for {program} ({baseline})", value, at_most=VISIBLE_TARGET, null=row["random encoder"],
+                null_name="random encoder", interval=interval, units="patients"))
+    if "proliferation" in probe.index:
+        claims.append(check(
+            "wsi.handcrafted_sees_proliferation", "Hand-crafted colour and texture features read proliferation from "
+            "the pixels: the signal is there to be learned", probe.loc["proliferation", "hand-crafted"],
+            at_least=VISIBLE_TARGET, null=probe.loc["proliferation", "random encoder"], null_name="random encoder"))
     trained, random = lineage_id["trained"], lineage_id["random"]
-    claims.append(check(
-        "wsi.lineage_id_heldout_slides", f"Held-out slides of trained lineages are assigned to their own lineage "
-        f"above chance ({trained['n_slides']} slides)", trained["accuracy"], at_least=2 * trained["chance"],
-        null=trained["chance"], null_name="chance", interval=(trained["low"], trained["high"]),
-        interval_at_least=trained["chance"], units="patients"))
-    claims.append(check(
-        "wsi.lineage_id_above_random", "The trained encoder identifies lineages better than a random one",
-        trained["accuracy"] - random["accuracy"], at_least=1e-9, null=0.0, null_name="random encoder's accuracy"))
-    claims.append(check(
-        "wsi.not_collapsed", "Triplet training did not collapse the features (mean pairwise cosine)",
-        collapse["mean_pairwise_cosine"], at_most=COLLAPSE_COSINE, null=1.0, null_name="collapsed features"))
-    claims.append(check(
-        "wsi.loss_below_margin", "The triplet loss left the margin, where collapsed features hold it",
-        collapse["loss_last_over_margin"], at_most=COLLAPSE_LOSS_FRACTION, null=1.0,
-        null_name="loss of collapsed features (= margin)"))
+    summary = (f"{trained['accuracy']:.2f} of {trained['n_slides']} slides, chance {trained['chance']:.2f}, random "
+               f"encoder {random['accuracy']:.2f}")
+    if trained["n_slides"] and trained["low"] > trained["chance"]:
+        claims.append(check(
+            "wsi.lineage_id_heldout_slides", f"Held-out slides of trained lineages are assigned to their own lineage "
+            f"above chance ({summary})", trained["accuracy"], at_least=trained["chance"], null=trained["chance"],
+            null_name="chance", interval=(trained["low"], trained["high"]), interval_at_least=trained["chance"],
+            units="patients"))
+    else:
+        claims.append(check(
+            "wsi.lineage_id_not_shown", f"Held-out slides of trained lineages are not assigned to their own lineage "
+            f"above chance: the interval reaches chance ({summary})", trained["low"],
+            at_most=trained["chance"], null=trained["chance"], null_name="chance",
+            interval=(trained["low"], trained["high"]), units="patients"))
+    if collapse["loss_at_margin_every_epoch"]:
+        claims.append(check(
+            "wsi.collapse_by_loss", f"Triplet training did not leave the margin: the loss stayed within "
+            f"{1 - COLLAPSE_LOSS_FRACTION:.0%} of it or above at every epoch (features spread: mean pairwise cosine "
+            f"{collapse['mean_pairwise_cosine']:.2f})", collapse["loss_min_over_margin"],
+            at_least=COLLAPSE_LOSS_FRACTION, null=1.0, null_name="loss of collapsed features (= margin)"))
+    elif collapse["collapsed"]:
+        claims.append(check(
+            "wsi.collapse_by_embedding", "Triplet training collapsed the features onto one direction",
+            collapse["mean_pairwise_cosine"], at_least=COLLAPSE_COSINE, null=0.0,
+            null_name="isotropic features"))
+    else:
+        claims.append(check(
+            "wsi.not_collapsed", "Triplet training did not collapse: the loss left the margin and the features "
+            "spread", collapse["loss_last_over_margin"], at_most=COLLAPSE_LOSS_FRACTION, null=1.0,
+            null_name="loss of collapsed features (= margin)"))
     return claims
 
 

@@ -23,7 +23,7 @@ from ..cohort import COMPLETE_MARKER, SLIDES, read_cohort_metadata, write_cohort
 from .clinical import (AGE_LOG_HAZARD_PER_YEAR, IMAGING_TRAITS, OS_LOG_HAZARD, PFS_LOG_HAZARD, draw_demographics,
                        draw_imaging_traits, draw_survival)
 from .expression import draw_counts, draw_size_factors, patient_and_batch_offsets
-from .genes import make_gene_universe
+from .genes import DEMO_MODULE_SIZE, DEMO_N_DRIVERS, DEMO_N_GENES, make_gene_universe
 from .ppi import make_ppi_edges
 from .programs import PROGRAMS, VISIBLE_PROGRAMS, draw_cohort_activities, draw_pool_activities
 from .slides import ProgramEffects, SlideGeometry, render_lineage_slides
@@ -53,9 +53,9 @@ class CohortSpec:
     max_lineages: int = 3
     slides_per_lineage: int = 2
     n_pool: int = 300
-    n_genes: int = 2000
-    module_size: int = 40
-    n_drivers: int = 8
+    n_genes: int = DEMO_N_GENES
+    module_size: int = DEMO_MODULE_SIZE
+    n_drivers: int = DEMO_N_DRIVERS
     lineage_sd: float = 0.7
     patient_gene_sd: float = 0.25
     batch_gene_sd: float = 0.2

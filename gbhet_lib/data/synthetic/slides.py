@@ -78,22 +78,23 @@ class ProgramEffects:
         nuclear_density_per_um2: nuclear density of viable tissue at zero proliferation (nuclei per µm²).
         hyperchromasia: proliferation: added haematoxylin optical density of nuclei per unit.
         vessel_density_slope: angiogenesis: vessel density is ``vessels_per_mm2`` × 2σ(slope × activity), from
-            0 to twice the base, nearly linear over ±1.5 (a log-linear density would make vessel area grow
-            exponentially, which no linear read-out of the pixels follows).
+            0 to twice the base. With slope 0.8 it is nearly linear over ±2 and still changes at ±3.5, the range
+            lineage activities reach (patient sd 1, lineage sd 0.7); a log-linear density would make vessel area
+            grow exponentially and a steep one would saturate, and no linear read-out of the pixels follows either.
         vessels_per_mm2: vessel density at zero angiogenesis (per mm² of viable tissue).
         glomeruloid_midpoint: angiogenesis at which half of the vessels are glomeruloid tufts (3–5 lumens).
         wall_thickening: relative endothelial wall thickening per unit of positive angiogenesis.
     """
 
     necrosis_max_fraction: float = 0.5
-    necrosis_slope: float = 1.6
+    necrosis_slope: float = 0.8
     necrosis_midpoint: float = 0.0
     palisade_um: float = 45.0
     palisade_density: float = 2.6
     nuclear_density_log: float = 0.45
     nuclear_density_per_um2: float = 0.0022
     hyperchromasia: float = 0.12
-    vessel_density_slope: float = 1.5
+    vessel_density_slope: float = 0.8
     vessels_per_mm2: float = 40.0
     glomeruloid_midpoint: float = 1.0
     wall_thickening: float = 0.25
