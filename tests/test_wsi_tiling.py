@@ -154,9 +154,9 @@ def test_tile_slide_keeps_the_patches_the_mask_says(rendered: tuple[Path, np.nda
     with h5py.File(h5_path) as h5:
         assert h5["coords"].dtype == np.int64 and (h5["tissue_fraction"][:] >= 0.5).all()
         assert "labels" not in h5
-    # kept patches hold tissue (darker than the near-white glass)
+    # kept patches hold tissue (darker than the near-white glass, ~250; pale-pink necrosis is ~230)
     for x, y in coords:
-        assert rgb[y:y + 256, x:x + 256].mean() < 225
+        assert rgb[y:y + 256, x:x + 256].mean() < 240
 
 
 def test_read_patch_reads_and_resizes(rendered: tuple[Path, np.ndarray], tmp_path: Path) -> None:
