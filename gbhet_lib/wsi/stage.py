@@ -295,10 +295,13 @@ def program_probe(encodings: Mapping[str, np.ndarray], patches: CohortPatches, t
     from ..evaluate.probes import slide_probe
 
     targets = slide_targets(patches, truth)
-    table, metrics = {}, {}
+    n_patients = len(set(patches.patient))
+    # the penalty is chosen on held-out patients when each training fold holds two or more (else per patch)
+    alpha_cv = "group" if n_patients - -(-n_patients // folds) >= 2 else "patch"
+    table, metrics = {}, {"probe_alpha_cv": alpha_cv}
     for name, features in encodings.items():
         probe = slide_probe(features, targets, patches.slide, patches.patient, folds=folds, seed=seed,
-                            train_on="slides")
+                            train_on="slides", alpha_cv=alpha_cv)
         table[name] = probe.slide_r2
         if name == reference:
             ci = probe.intervals(seed=seed)
