@@ -140,30 +140,34 @@ def claims_table(claims: Iterable[Claim] | Sequence[Mapping[str, Any]]) -> Any:
         columns=["statement", "value", "bound", "null", "null is", "interval", "holds"])
 
 
-def read_run_claims(run_dir: str | Path) -> dict[str, list[Claim]]:
-    """Every chapter's claims in ``<run_dir>/metrics/*.json``: metrics file stem → claims (recomputed)."""
+def _stored_claims(run_dir: str | Path) -> dict[str, list[dict[str, Any]]]:
+    """Metrics file stem → the claims as stored, for every ``<run_dir>/metrics/*.json`` that holds some."""
     from .io import read_json
 
     folder = Path(run_dir) / "metrics"
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder} does not exist: run the study first (make study RUN_DIR={run_dir})")
-    out: dict[str, list[Claim]] = {}
-    for path in sorted(folder.glob("*.json")):
-        metrics = read_json(path)
-        if isinstance(metrics, dict) and CLAIMS_KEY in metrics:
-            try:
-                out[path.stem] = [Claim.from_dict(c) for c in metrics[CLAIMS_KEY]]
-            except (TypeError, ValueError) as error:
-                raise ValueError(f"{path}: a claim under '{CLAIMS_KEY}' is malformed ({error})") from error
-    return out
+    stored = {path.stem: read_json(path) for path in sorted(folder.glob("*.json"))}
+    return {stem: metrics[CLAIMS_KEY] for stem, metrics in stored.items()
+            if isinstance(metrics, dict) and CLAIMS_KEY in metrics}
+
+
+def _rebuild(stem: str, stored: Sequence[Mapping[str, Any]]) -> list[Claim]:
+    try:
+        return [Claim.from_dict(c) for c in stored]
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"metrics/{stem}.json: a claim under '{CLAIMS_KEY}' is malformed ({error})") from error
+
+
+def read_run_claims(run_dir: str | Path) -> dict[str, list[Claim]]:
+    """Every chapter's claims in ``<run_dir>/metrics/*.json``: metrics file stem → claims (recomputed)."""
+    return {stem: _rebuild(stem, stored) for stem, stored in _stored_claims(run_dir).items()}
 
 
 def recheck(run_dir: str | Path) -> list[tuple[str, Claim, bool]]:
     """(metrics file, claim, stored ``holds`` agrees with the recomputed one) for every claim of a run."""
-    from .io import read_json
-
     rows = []
-    for stem, claims in read_run_claims(run_dir).items():
-        stored = {c["id"]: c.get("holds") for c in read_json(Path(run_dir) / "metrics" / f"{stem}.json")[CLAIMS_KEY]}
-        rows.extend((stem, c, stored.get(c.id) == c.holds) for c in claims)
+    for stem, stored in _stored_claims(run_dir).items():
+        rows.extend((stem, claim, raw.get("holds") == claim.holds)
+                    for raw, claim in zip(stored, _rebuild(stem, stored)))
     return rows

@@ -185,3 +185,16 @@ def test_clear_errors_on_bad_input() -> None:
         slide_probe(features, targets, slide, patient, folds=2, train_on="lineages")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="numeric"):
         slide_probe(features, pd.DataFrame({"t": ["x"] * len(signal)}, index=signal.index), slide, patient, folds=2)
+
+
+def test_auto_penalty_choice_is_grouped_only_when_every_training_fold_has_two_groups() -> None:
+    rng = np.random.default_rng(0)
+    features = rng.standard_normal((40, 3))
+    slide = np.repeat(np.arange(8).astype(str), 5)
+    target = pd.DataFrame({"t": rng.standard_normal(8)}, index=np.arange(8).astype(str))
+    four_patients = np.repeat(["a", "b", "c", "d"], 10)
+    two_patients = np.repeat(["a", "b"], 20)
+    assert slide_probe(features, target, slide, four_patients, folds=2, alpha_cv="auto").alpha_cv == "group"
+    assert slide_probe(features, target, slide, two_patients, folds=2, alpha_cv="auto").alpha_cv == "patch"
+    with pytest.raises(ValueError, match="single group"):
+        slide_probe(features, target, slide, two_patients, folds=2, alpha_cv="group")

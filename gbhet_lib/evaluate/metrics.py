@@ -99,6 +99,23 @@ def group_mean(values: np.ndarray, groups: np.ndarray) -> tuple[np.ndarray, np.n
     return unique, np.bincount(inverse, weights=values) / np.bincount(inverse)
 
 
+def group_resamples(groups: np.ndarray, n_boot: int, level: float,
+                    seed: int = 0) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
+    """The draws of a cluster bootstrap over ``groups`` (N,): (each item's group code (N,), the item indices of
+    each of the G groups, ``n_boot`` × G group codes drawn with replacement from ``default_rng(seed)``).
+
+    Checks G ≥ 2, ``level`` in (0, 1) and ``n_boot`` ≥ 1 (the arguments of the interval being drawn).
+    """
+    unique, inverse = np.unique(np.asarray(groups).reshape(-1), return_inverse=True)
+    if len(unique) < 2:
+        raise ValueError(f"a bootstrap over groups needs at least two groups, got {len(unique)}")
+    if not 0 < level < 1 or n_boot < 1:
+        raise ValueError(f"need level in (0, 1) and n_boot ≥ 1, got {level} and {n_boot}")
+    g = len(unique)
+    members = np.split(np.argsort(inverse, kind="stable"), np.cumsum(np.bincount(inverse, minlength=g))[:-1])
+    return inverse, members, np.random.default_rng(seed).integers(0, g, size=(n_boot, g))
+
+
 def bootstrap_ci(values: np.ndarray, groups: np.ndarray, statistic: Callable[[np.ndarray], Any] = np.mean,
                  n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> tuple[float, float, float]:
     """A statistic of N item values and its cluster-bootstrap percentile interval: (estimate, low, high).
@@ -113,23 +130,16 @@ def bootstrap_ci(values: np.ndarray, groups: np.ndarray, statistic: Callable[[np
         groups: (N,) the group of each item (G ≥ 2 distinct).
     """
     values = np.asarray(values, dtype=np.float64).reshape(-1)
-    unique, inverse = np.unique(np.asarray(groups).reshape(-1), return_inverse=True)
+    inverse, members, draws = group_resamples(groups, n_boot, level, seed)
     if len(inverse) != len(values):
         raise ValueError(f"one group per value: got {len(values)} values and {len(inverse)} groups")
-    if len(unique) < 2:
-        raise ValueError(f"a bootstrap over groups needs at least two groups, got {len(unique)}")
-    if not 0 < level < 1 or n_boot < 1:
-        raise ValueError(f"need level in (0, 1) and n_boot ≥ 1, got {level} and {n_boot}")
-    g = len(unique)
-    draws = np.random.default_rng(seed).integers(0, g, size=(n_boot, g))
+    g = len(members)
     if statistic is np.mean:  # closed form: weighted by how often each group is drawn
         times = np.bincount((np.arange(n_boot)[:, None] * g + draws).ravel(), minlength=n_boot * g)
         times = times.reshape(n_boot, g).astype(np.float64)
         stats = (times @ np.bincount(inverse, weights=values, minlength=g)) / (times @ np.bincount(inverse,
                                                                                                    minlength=g))
     else:
-        order = np.argsort(inverse, kind="stable")
-        members = np.split(order, np.cumsum(np.bincount(inverse, minlength=g))[:-1])
         stats = np.array([statistic(values[np.concatenate([members[j] for j in draw])]) for draw in draws])
     low, high = np.quantile(stats, [(1 - level) / 2, (1 + level) / 2])
     return float(statistic(values)), float(low), float(high)

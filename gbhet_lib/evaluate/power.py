@@ -142,14 +142,14 @@ class PowerModel:
         patient_gene_sd, batch_gene_sd: sd of the per-patient and cohort-wide per-gene log offsets.
         size_factor_sd: sd of the log library size factors.
         n_genes, module_size, n_drivers: the gene universe (:func:`make_gene_universe`); only the module genes
-            enter the scores, the others only the DESeq2 size factors, so fewer genes than the demo's 2000 keep
-            the simulation fast without changing what it measures.
+            enter the scores, the others only the DESeq2 size factors, so fewer genes than the demo's keep the
+            simulation fast without changing what it measures (:meth:`from_spec` keeps the spec's modules).
     """
 
     image_noise_sd: float = DEFAULT_IMAGE_NOISE_SD
-    lineage_sd: float = 0.7
-    patient_gene_sd: float = 0.25
-    batch_gene_sd: float = 0.2
+    lineage_sd: float = CohortSpec.lineage_sd
+    patient_gene_sd: float = CohortSpec.patient_gene_sd
+    batch_gene_sd: float = CohortSpec.batch_gene_sd
     size_factor_sd: float = 0.35
     n_genes: int = 600
     module_size: int = 40

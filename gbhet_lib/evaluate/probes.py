@@ -55,6 +55,7 @@ class SlideProbe:
         slide_fold: (S,) the outer fold in which each slide was predicted.
         patch_predictions: (N, P) out-of-fold prediction of each patch, in the order of the features.
         alphas: folds × programs, the ridge penalty chosen in each outer fold.
+        alpha_cv: how the penalties were chosen (``group`` or ``patch``; what ``auto`` decided).
     """
 
     slide_r2: pd.Series
@@ -66,6 +67,7 @@ class SlideProbe:
     slide_fold: pd.Series
     patch_predictions: np.ndarray
     alphas: pd.DataFrame
+    alpha_cv: str = "group"
 
     def table(self) -> pd.DataFrame:
         """programs × (``slide_r2``, ``patch_r2``, ``null_r2``)."""
@@ -88,7 +90,7 @@ def slide_probe_r2(features: np.ndarray, targets: pd.DataFrame, slide: Sequence[
 
 
 def slide_probe(features: np.ndarray, targets: pd.DataFrame, slide: Sequence[object], group: Sequence[object],
-                folds: int = 5, seed: int = 0, alpha_cv: Literal["group", "patch"] = "group",
+                folds: int = 5, seed: int = 0, alpha_cv: Literal["group", "patch", "auto"] = "group",
                 alphas: Sequence[float] = tuple(ALPHAS),
                 targets_per: Literal["auto", "slide", "patch"] = "auto",
                 train_on: Literal["patches", "slides"] = "patches") -> SlideProbe:
@@ -105,7 +107,8 @@ def slide_probe(features: np.ndarray, targets: pd.DataFrame, slide: Sequence[obj
             (``GroupKFold(shuffle=True)``).
         alpha_cv: how each training fold chooses the penalty among ``alphas``: ``"group"``, an inner grouped
             cross-validation (min(folds, training groups) folds, lowest pooled squared error over patches), or
-            ``"patch"``, ``RidgeCV``'s leave-one-patch-out (as :func:`gbhet_lib.rna.evaluate.probe_r2`).
+            ``"patch"``, ``RidgeCV``'s leave-one-patch-out (as :func:`gbhet_lib.rna.evaluate.probe_r2`), or
+            ``"auto"``: ``group`` when every training fold holds at least two groups, else ``patch``.
         alphas: the ridge penalties tried (default :data:`ALPHAS`).
         train_on: ``"patches"``: the ridge is fitted on patches, each with its slide's target; ``"slides"``: on
             the slides' mean features (mean pooling; one row per slide). Either way a slide's prediction is the
@@ -121,8 +124,8 @@ def slide_probe(features: np.ndarray, targets: pd.DataFrame, slide: Sequence[obj
             targets that are neither per slide nor per patch.
     """
     x, y_patch, slide_ids, group_ids, columns = _check_inputs(features, targets, slide, group, folds, targets_per)
-    if alpha_cv not in ("group", "patch"):
-        raise ValueError(f"alpha_cv={alpha_cv!r} must be 'group' or 'patch'")
+    if alpha_cv not in ("group", "patch", "auto"):
+        raise ValueError(f"alpha_cv={alpha_cv!r} must be 'group', 'patch' or 'auto'")
     grid = np.asarray(alphas, dtype=np.float64).reshape(-1)
     if grid.size == 0 or np.any(grid <= 0):
         raise ValueError(f"alphas must be positive penalties, got {alphas}")
@@ -138,6 +141,8 @@ def slide_probe(features: np.ndarray, targets: pd.DataFrame, slide: Sequence[obj
         (slide_x, slide_true, slide_groups, slide_fold)
     row_x, row_y, row_group, row_fold = rows
 
+    if alpha_cv == "auto":  # grouped where every training fold holds two groups or more, else per row
+        alpha_cv = "group" if all(len(np.unique(row_group[row_fold != k])) >= 2 for k in range(folds)) else "patch"
     predicted = np.empty_like(y_patch)
     null = np.empty_like(slide_true)
     chosen = np.empty((folds, len(columns)))
@@ -163,7 +168,7 @@ def slide_probe(features: np.ndarray, targets: pd.DataFrame, slide: Sequence[obj
         slide_group=pd.Series(slide_groups, index=name, name="group"),
         slide_fold=pd.Series(slide_fold, index=name, name="fold"),
         patch_predictions=predicted,
-        alphas=pd.DataFrame(chosen, index=pd.RangeIndex(folds, name="fold"), columns=columns),
+        alphas=pd.DataFrame(chosen, index=pd.RangeIndex(folds, name="fold"), columns=columns), alpha_cv=alpha_cv,
     )
 
 
@@ -191,18 +196,14 @@ def r2_interval(predicted: Sequence[float], target: Sequence[float], group: Sequ
         predicted, target: (S,) one prediction and one target per item.
         group: (S,) the group of each item (G ≥ 2 distinct).
     """
+    from .metrics import group_resamples
+
     p = np.asarray(predicted, dtype=np.float64).reshape(-1)
     y = np.asarray(target, dtype=np.float64).reshape(-1)
-    unique, inverse = np.unique(np.asarray(group, dtype=object).reshape(-1).astype(str), return_inverse=True)
-    if not len(p) == len(y) == len(inverse):
-        raise ValueError(f"one prediction, target and group per item: got {len(p)}, {len(y)} and {len(inverse)}")
-    if len(unique) < 2:
-        raise ValueError(f"a bootstrap over groups needs at least two groups, got {len(unique)}")
-    if not 0 < level < 1 or n_boot < 1:
-        raise ValueError(f"need level in (0, 1) and n_boot ≥ 1, got {level} and {n_boot}")
-    g = len(unique)
-    members = np.split(np.argsort(inverse, kind="stable"), np.cumsum(np.bincount(inverse, minlength=g))[:-1])
-    draws = np.random.default_rng(seed).integers(0, g, size=(n_boot, g))
+    groups = np.asarray(group, dtype=object).reshape(-1).astype(str)
+    if not len(p) == len(y) == len(groups):
+        raise ValueError(f"one prediction, target and group per item: got {len(p)}, {len(y)} and {len(groups)}")
+    _, members, draws = group_resamples(groups, n_boot, level, seed)
     stats = np.array([r2_score(y[rows], p[rows]) for rows in (np.concatenate([members[j] for j in d])
                                                                for d in draws)])
     if np.all(np.isnan(stats)):

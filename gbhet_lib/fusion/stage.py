@@ -5,6 +5,7 @@ Layout it reads and writes (relative to the run directory)::
 
     models/rna/encoder.json          chapter 2's record: checkpoint, tokens, scaling, settings
     models/wsi/encoder.json          chapter 3's record: checkpoint, encoder, settings, patch stores
+    metrics/01_data.json             chapter 1's claims: the power of the cohort's size (cited, not required)
     data/fusion/pairing.h5           lineage RNA (scaled as in pre-training), the pool, token sets, lineages
     models/splits/<policy>.json              the held-out patches, slides, lineages, patients of a split (gbhet_lib.evaluate)
     models/fusion/wsi-<policy>-<digest>/     the patch encoder triplet-trained without that policy's held-out

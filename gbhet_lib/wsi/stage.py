@@ -295,13 +295,11 @@ def program_probe(encodings: Mapping[str, np.ndarray], patches: CohortPatches, t
     from ..evaluate.probes import slide_probe
 
     targets = slide_targets(patches, truth)
-    n_patients = len(set(patches.patient))
-    # the penalty is chosen on held-out patients when each training fold holds two or more (else per patch)
-    alpha_cv = "group" if n_patients - -(-n_patients // folds) >= 2 else "patch"
-    table, metrics = {}, {"probe_alpha_cv": alpha_cv}
+    table, metrics = {}, {}
     for name, features in encodings.items():
         probe = slide_probe(features, targets, patches.slide, patches.patient, folds=folds, seed=seed,
-                            train_on="slides", alpha_cv=alpha_cv)
+                            train_on="slides", alpha_cv="auto")
+        metrics["probe_alpha_cv"] = probe.alpha_cv
         table[name] = probe.slide_r2
         if name == reference:
             ci = probe.intervals(seed=seed)

@@ -31,7 +31,7 @@ from torch.utils.data import Dataset
 from ..evaluate.splits import SPLIT_POLICIES, SplitPolicy  # noqa: F401  (one list of policies, re-exported)
 from ..training import Run, TrainConfig, albef_lr, bf16_autocast, fit, require, resolve_device, seed_everything
 from .encoder import CHECKPOINT_FORMAT, PatchEncoder
-from .augment import dihedral, hed_jitter  # noqa: F401  (dihedral re-exported)
+from .augment import dihedral, hed_jitter
 from .features import extract_features
 from .triplet import PAPER_MARGIN, hardest_negative_triplet_loss
 
