@@ -172,7 +172,8 @@ def test_batch_normalised_head_spreads_random_features_and_takes_a_single_image(
     from gbhet_lib.wsi.encoder import demo_encoder
 
     torch.manual_seed(0)
-    plain, normed = demo_encoder(img_size=32, proj_norm="none"), demo_encoder(img_size=32)
+    plain = demo_encoder(img_size=32, proj_norm="none", conv_stem=0)  # the linear patch embedding
+    normed = demo_encoder(img_size=32, conv_stem=0)
     pink = torch.tensor([200, 150, 190]).view(1, 1, 1, 3)  # H&E-like patches differ little in colour
     images = (pink + torch.randint(-25, 26, (16, 32, 32, 3))).to(torch.uint8)
     cosine = {}

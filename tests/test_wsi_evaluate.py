@@ -53,9 +53,15 @@ def test_spread_and_collapse_are_read_from_the_embedding_and_the_loss() -> None:
     assert embedding_spread(spread)["effective_rank"] > 12
     at_margin = pd.DataFrame({"train_loss": [0.2, 0.199, 0.2]})
     learning = pd.DataFrame({"train_loss": [0.2, 0.12, 0.05]})
-    assert collapse_report(at_margin, spread, 0.2)["collapsed"] and collapse_report(learning, collapsed, 0.2)["collapsed"]
+    # collapse is read from the embedding; a loss at the margin is reported beside it, not taken as proof
+    assert collapse_report(learning, collapsed, 0.2)["collapsed"]
+    both = collapse_report(at_margin, collapsed, 0.2)
+    assert both["collapsed"] and both["loss_at_margin_every_epoch"]
+    mined = collapse_report(at_margin, spread, 0.2)
+    assert not mined["collapsed"] and mined["loss_at_margin_every_epoch"]
     report = collapse_report(learning, spread, 0.2)
-    assert not report["collapsed"] and report["loss_last_over_margin"] == pytest.approx(0.25)
+    assert not report["collapsed"] and not report["loss_at_margin_every_epoch"]
+    assert report["loss_last_over_margin"] == pytest.approx(0.25)
 
 
 def test_stain_jitter_changes_colour_not_structure_and_is_reproducible() -> None:
@@ -73,3 +79,27 @@ def test_stain_jitter_changes_colour_not_structure_and_is_reproducible() -> None
         assert np.corrcoef(x.flatten().numpy(), y.flatten().numpy())[0, 1] > 0.9
     with pytest.raises(ValueError, match="sigma"):
         hed_jitter(images, -0.1, torch.Generator())
+
+
+def test_claims_state_what_was_measured() -> None:
+    from gbhet_lib.wsi.evaluate import wsi_claims
+
+    probe = pd.DataFrame({"trained encoder": [0.2, 0.7, -0.3], "pre-trained encoder": [0.6, 0.55, 0.05],
+                          "random encoder": [-0.1, 0.3, -0.2], "hand-crafted": [0.8, 0.9, 0.0]},
+                         index=["hypoxia", "proliferation", "immune"])
+    lineage = {"trained": {"accuracy": 0.4, "low": 0.1, "high": 0.7, "chance": 0.06, "n_slides": 7},
+               "random": {"accuracy": 0.1, "low": 0.0, "high": 0.3, "chance": 0.06, "n_slides": 7}}
+    spread = collapse_report(pd.DataFrame({"train_loss": [0.2, 0.21]}), np.random.default_rng(0).normal(size=(50, 8)),
+                             0.2)
+    claims = {c.id: c for c in wsi_claims(probe, ["hypoxia", "proliferation"], lineage, spread)}
+    assert {"wsi.visible_not_reached.hypoxia", "wsi.visible.proliferation", "wsi.pretrained_visible.hypoxia",
+            "wsi.pretrained_visible.proliferation", "wsi.lineage_id_heldout_slides", "wsi.not_collapsed",
+            "wsi.handcrafted_sees_proliferation"} <= set(claims)
+    assert {f"wsi.invisible.immune.{e}" for e in ("trained_encoder", "pretrained_encoder", "random_encoder",
+                                                   "handcrafted")} <= set(claims)
+    assert all(c.holds for c in claims.values())
+    assert "does not by itself show collapse" in claims["wsi.not_collapsed"].statement
+    # a negative control that carries signal fails its claim
+    probe.loc["immune", "pre-trained encoder"] = 0.4
+    failed = {c.id: c.holds for c in wsi_claims(probe, ["hypoxia", "proliferation"], lineage, spread)}
+    assert failed["wsi.invisible.immune.pretrained_encoder"] is False

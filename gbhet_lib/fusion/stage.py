@@ -284,22 +284,16 @@ def split_rows(data, split: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
 
 
 # ------------------------------------------------------------------------------------------------ encoders
-def _wsi_factory(record: Mapping[str, Any]):
-    from ..wsi.encoder import PatchEncoder, demo_encoder
-
-    encoder = record["encoder"]
-    if encoder["arch"] == "demo":
-        return lambda: demo_encoder(img_size=encoder["img_size"])
-    return lambda: PatchEncoder(encoder["arch"], img_size=encoder["img_size"], weights_path=encoder.get("weights_path"))
-
-
 def wsi_encoder_for_split(run_dir: str | Path, policy: str, data, device: str = "cpu", progress: bool = False):
-    """The patch encoder for ``policy``: chapter 3's triplet training (same settings) redone on the split's
-    training patches only, so that no held-out patch is seen. Trained once, then reused (resumable).
+    """The patch encoder for ``policy``: chapter 3's training (same settings) redone on the split's training
+    patches only, so that no held-out patch is seen, not even by the SimCLR pre-training when chapter 3 had one
+    (both in ``models/fusion/``). Trained once, then reused (resumable).
 
     Returns the encoder (evaluation mode) and its checkpoint path.
     """
     from ..wsi.encoder import load_encoder
+    from ..wsi.pretrain import SimCLRConfig
+    from ..wsi.stage import encoder_factory, pretrain_encoder
     from ..training import use_bf16
     from ..wsi.train import TripletConfig, train_triplet
 
@@ -307,13 +301,20 @@ def wsi_encoder_for_split(run_dir: str | Path, policy: str, data, device: str = 
     record = _wsi_record(run_dir)
     split = read_split(run_dir, policy)
     train_rows, _ = split_rows(data, split)
-    settings = TripletConfig(**{**record["settings"], "device": device,
-                                "amp_bf16": use_bf16(device, record["settings"].get("amp_bf16", False))})
-    folder = settings_folder(RunDir.of(run_dir).fusion_models, f"wsi-{policy}", _any_device(settings), record["encoder"],
-                             split["digest"])
-    if not _finished(folder, settings.epochs):
+    on_device = lambda saved: {**saved, "device": device,  # noqa: E731
+                               "amp_bf16": use_bf16(device, saved.get("amp_bf16", False))}
+    settings = TripletConfig(**on_device(record["settings"]))
+    patches, start = None, None
+    if record.get("pretrain"):
         patches = data.triplet_data(train_rows)
-        train_triplet(_wsi_factory(record), patches, None, settings, folder, progress=progress)
+        _, start = pretrain_encoder(RunDir.of(run_dir).fusion_models, patches,
+                                    SimCLRConfig(**on_device(record["pretrain"]["settings"])), record["encoder"],
+                                    split["digest"])
+    folder = settings_folder(RunDir.of(run_dir).fusion_models, f"wsi-{policy}", _any_device(settings), record["encoder"],
+                             split["digest"], *([] if start is None else [str(start.relative_to(run_dir))]))
+    if not _finished(folder, settings.epochs):
+        patches = patches if patches is not None else data.triplet_data(train_rows)
+        train_triplet(encoder_factory(record["encoder"], start), patches, None, settings, folder, progress=progress)
     return load_encoder(folder / "last.pt", device), folder / "last.pt"
 
 

@@ -23,6 +23,7 @@ Imports only torch and timm: it runs on the GPU machine.
 from __future__ import annotations
 
 import warnings
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
@@ -30,6 +31,7 @@ import timm
 import torch
 import torch.nn.functional as F
 from timm.layers import resample_abs_pos_embed
+from timm.models.vision_transformer_hybrid import HybridEmbed
 from torch import Tensor, nn
 
 from ..training import load_weights, read_checkpoint
@@ -57,6 +59,9 @@ class PatchEncoder(nn.Module):
         weights_path: a local timm/DeiT checkpoint; wins over ``pretrained``.
         normalisation: ``weights`` (the mean/std of ``arch``'s pretrained config) or ``clip`` (the paper's).
         hub_fallback: when the hub fails, warn and use random weights instead of raising.
+        conv_stem: 0 (the paper: a linear patch embedding) or the number of 3×3 stride-2 convolutions (each with
+            BatchNorm and ReLU) that replace it (:func:`conv_stem_embed`; Xiao et al. 2021, "Early convolutions help
+            transformers see better"); ``patch_size`` must be divisible by 2**conv_stem.
         proj_norm: ``none`` (the paper: features = normalise(W · CLS)) or ``batch``: a BatchNorm1d between the
             projection and the L2 normalisation, as in SimCLR/BYOL projection heads. It removes the component every
             feature shares; without it a randomly initialised small ViT gives CLS features of pairwise cosine ≈ 1,
@@ -70,14 +75,20 @@ class PatchEncoder(nn.Module):
 
     def __init__(self, arch: str = PAPER_ARCH, img_size: int = 256, proj_dim: int = 256, pretrained: bool = False,
                  weights_path: str | Path | None = None, normalisation: Normalisation = "weights",
-                 hub_fallback: bool = False, proj_norm: ProjectionNorm = "none", **timm_kwargs: Any) -> None:
+                 hub_fallback: bool = False, proj_norm: ProjectionNorm = "none", conv_stem: int = 0,
+                 **timm_kwargs: Any) -> None:
         super().__init__()
         if normalisation not in ("weights", "clip"):
             raise ValueError(f"normalisation={normalisation!r} must be 'weights' or 'clip'")
         if proj_norm not in ("none", "batch"):
             raise ValueError(f"proj_norm={proj_norm!r} must be 'none' or 'batch'")
+        if isinstance(conv_stem, bool) or not isinstance(conv_stem, int) or conv_stem < 0:
+            raise ValueError(f"conv_stem={conv_stem!r} must be a non-negative integer (0 = the linear patch embedding)")
         self.hparams = {"arch": arch, "img_size": int(img_size), "proj_dim": int(proj_dim),
                         "normalisation": normalisation, "proj_norm": proj_norm, **timm_kwargs}
+        if conv_stem:
+            self.hparams["conv_stem"] = conv_stem
+            timm_kwargs = {**timm_kwargs, "embed_layer": partial(conv_stem_embed, layers=conv_stem)}
         hub = pretrained and weights_path is None
         self.vit, self.init_source = _create_vit(arch, img_size, hub, hub_fallback, timm_kwargs)
         if weights_path is not None:
@@ -148,6 +159,28 @@ def preprocess(images: Tensor, img_size: int, mean: Tensor, std: Tensor) -> Tens
     return (x - mean) / std
 
 
+def conv_stem_embed(layers: int, img_size: int, patch_size: int, in_chans: int, embed_dim: int,
+                    **embed_kwargs: Any) -> HybridEmbed:
+    """A convolutional patch embedding for a timm ViT (its ``embed_layer``): ``layers`` 3×3 stride-2 convolutions
+    with BatchNorm and ReLU, widths doubling up to ``embed_dim`` (e.g. 24, 48, 96, 192 for ViT-Tiny), then timm's
+    :class:`HybridEmbed` projects (B, C, H/2^layers, W/2^layers) onto tokens with a ``patch_size / 2^layers`` conv.
+
+    The token grid is the linear embedding's (``img_size / patch_size`` per side); only the stem that reads the
+    pixels differs: it sees a nucleus (3–5 px) with a local filter instead of one 16×16 linear map per token.
+    """
+    stride = 2 ** layers
+    if patch_size % stride:
+        raise ValueError(f"conv_stem={layers} halves the image {layers} times, so patch_size={patch_size} must be "
+                         f"divisible by {stride}; use fewer stem layers")
+    widths = [max(embed_dim // 2 ** (layers - 1 - k), 8) for k in range(layers)]
+    blocks: list[nn.Module] = []
+    for width_in, width_out in zip([in_chans] + widths[:-1], widths):
+        blocks += [nn.Conv2d(width_in, width_out, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(width_out),
+                   nn.ReLU(inplace=True)]
+    return HybridEmbed(nn.Sequential(*blocks), img_size=img_size, patch_size=patch_size // stride,
+                       in_chans=in_chans, embed_dim=embed_dim, **embed_kwargs)
+
+
 def _create_vit(arch: str, img_size: int, hub: bool, hub_fallback: bool,
                 timm_kwargs: Mapping[str, Any]) -> tuple[nn.Module, str]:
     """The timm model without classifier, with hub weights when ``hub`` (see the module docstring)."""
@@ -192,11 +225,12 @@ def load_vit_weights(vit: nn.Module, path: str | Path) -> None:
 
 
 def demo_encoder(img_size: int = 64, proj_dim: int = 64, depth: int = 2, proj_norm: ProjectionNorm = "batch",
-                 **kwargs: Any) -> PatchEncoder:
-    """A small ViT for the CPU (ViT-Tiny/16, ``depth`` blocks, 64 px: 16 patches + CLS, a batch-normalised
-    projection head), random weights by default."""
+                 conv_stem: int = 4, **kwargs: Any) -> PatchEncoder:
+    """A small ViT for the CPU (ViT-Tiny/16, ``depth`` blocks, 64 px: 16 tokens + CLS, a batch-normalised
+    projection head) whose tokens come from a 4-layer convolutional stem (``conv_stem``; 0 = the linear patch
+    embedding), random weights by default."""
     return PatchEncoder("vit_tiny_patch16_224", img_size=img_size, proj_dim=proj_dim, depth=depth,
-                        proj_norm=proj_norm, **kwargs)
+                        proj_norm=proj_norm, conv_stem=conv_stem, **kwargs)
 
 
 def load_encoder(path: str | Path, device: str | torch.device = "cpu") -> PatchEncoder:

@@ -74,12 +74,14 @@ def embedding_spread(features: np.ndarray, max_items: int = 2000, seed: int = 0)
 
 
 def collapse_report(history: pd.DataFrame, features: np.ndarray, margin: float) -> dict[str, Any]:
-    """Whether triplet training collapsed, from the loss and from the embedding.
+    """Whether triplet training collapsed, from the embedding, with what the loss says beside it.
 
-    Collapsed features put every distance at the same value, so the triplet loss sits at the margin; the
-    features then share one direction. ``collapsed`` is True when the training loss stayed within
-    :data:`COLLAPSE_LOSS_FRACTION` of ``margin`` at every epoch, or the mean pairwise cosine is at least
-    :data:`COLLAPSE_COSINE`.
+    Collapsed features share one direction (mean pairwise cosine ≥ :data:`COLLAPSE_COSINE`): ``collapsed``. Their
+    distances are then all equal and the triplet loss sits at the margin, so a loss that never left the margin
+    (within :data:`COLLAPSE_LOSS_FRACTION`, every epoch) is reported as ``loss_at_margin_every_epoch``. It is
+    consistent with collapse but does not prove it: online mining averages only the triplets that still violate
+    the margin, and a semi-hard negative lies inside the margin band by definition, so the mined loss stays near
+    m while the features spread and separate lineages (measured in chapter 3).
     """
     losses = history["train_loss"].to_numpy(dtype=float)
     loss_at_margin = bool(margin > 0 and np.all(losses >= COLLAPSE_LOSS_FRACTION * margin))
@@ -88,7 +90,7 @@ def collapse_report(history: pd.DataFrame, features: np.ndarray, margin: float) 
             "loss_last_over_margin": float(losses[-1] / margin) if margin > 0 else float("nan"),
             "loss_min_over_margin": float(losses.min() / margin) if margin > 0 else float("nan"),
             "loss_at_margin_every_epoch": loss_at_margin, **spread,
-            "collapsed": loss_at_margin or spread["mean_pairwise_cosine"] >= COLLAPSE_COSINE}
+            "collapsed": spread["mean_pairwise_cosine"] >= COLLAPSE_COSINE}
 
 
 #: the slide-level probe R² issue 11 asks of each visible program
@@ -109,8 +111,9 @@ def wsi_claims(probe: pd.DataFrame, visible: Sequence[str], lineage_id: Mapping[
     chapter never says an encoder succeeded when it did not.
 
     Args:
-        probe: one row per program; columns ``trained encoder``, ``random encoder``, ``hand-crafted`` (slide-level
-            held-out-patient probe R²) and ``trained encoder low``/``high`` (interval over patients).
+        probe: one row per program; columns ``trained encoder``, ``random encoder``, ``hand-crafted`` and, when the
+            encoder was pre-trained, ``pre-trained encoder`` (slide-level held-out-patient probe R²), and
+            ``<encoder> low``/``high`` (interval over patients) where computed.
         visible: the image-visible programs (the others are negative controls).
         lineage_id: ``{"trained": ..., "random": ...}`` results of :func:`heldout_slide_lineages`.
         collapse: :func:`collapse_report` of the trained encoder.
@@ -118,27 +121,31 @@ def wsi_claims(probe: pd.DataFrame, visible: Sequence[str], lineage_id: Mapping[
     from ..claims import check
 
     claims = []
+    learned = [e for e in ("trained encoder", "pre-trained encoder") if e in probe.columns]
+    controls = [e for e in ("trained encoder", "pre-trained encoder", "random encoder", "hand-crafted")
+                if e in probe.columns]
     for program, row in probe.iterrows():
-        interval = (row["trained encoder low"], row["trained encoder high"]) if "trained encoder low" in row else None
-        value = row["trained encoder"]
         if program not in visible:
-            for encoding in ("trained encoder", "random encoder", "hand-crafted"):
+            for encoding in controls:
                 claims.append(check(
-                    f"wsi.invisible.{program}.{encoding.replace(' ', '_')}", f"The {encoding} features do not carry "
-                    f"{program}, which the slides do not show (negative control)", row[encoding],
-                    at_most=INVISIBLE_LIMIT, null=0.0, null_name="no signal"))
+                    f"wsi.invisible.{program}.{encoding.replace(' ', '_').replace('-', '')}", f"The {encoding} "
+                    f"features do not carry {program}, which the slides do not show (negative control)",
+                    row[encoding], at_most=INVISIBLE_LIMIT, null=0.0, null_name="no signal"))
             continue
         baseline = f"hand-crafted {row['hand-crafted']:.2f}, random encoder {row['random encoder']:.2f}"
-        if value >= VISIBLE_TARGET:
-            claims.append(check(
-                f"wsi.visible.{program}", f"The trained encoder's features predict {program} on slides of unseen "
-                f"patients (slide R² ≥ {VISIBLE_TARGET}; {baseline})", value, at_least=VISIBLE_TARGET,
-                null=row["random encoder"], null_name="random encoder", interval=interval, units="patients"))
-        else:
-            claims.append(check(
-                f"wsi.visible_not_reached.{program}", f"The trained encoder does not reach slide R² {VISIBLE_TARGET} "
-                f"for {program} ({baseline})", value, at_most=VISIBLE_TARGET, null=row["random encoder"],
-                null_name="random encoder", interval=interval, units="patients"))
+        for encoding in learned:
+            interval = (row[f"{encoding} low"], row[f"{encoding} high"]) if f"{encoding} low" in row else None
+            value, prefix = row[encoding], "wsi." if encoding == "trained encoder" else "wsi.pretrained_"
+            if value >= VISIBLE_TARGET:
+                claims.append(check(
+                    f"{prefix}visible.{program}", f"The {encoding}'s features predict {program} on slides of unseen "
+                    f"patients (slide R² ≥ {VISIBLE_TARGET}; {baseline})", value, at_least=VISIBLE_TARGET,
+                    null=row["random encoder"], null_name="random encoder", interval=interval, units="patients"))
+            else:
+                claims.append(check(
+                    f"{prefix}visible_not_reached.{program}", f"The {encoding} does not reach slide R² "
+                    f"{VISIBLE_TARGET} for {program} ({baseline})", value, at_most=VISIBLE_TARGET,
+                    null=row["random encoder"], null_name="random encoder", interval=interval, units="patients"))
     if "proliferation" in probe.index:
         claims.append(check(
             "wsi.handcrafted_sees_proliferation", "Hand-crafted colour and texture features read proliferation from "
@@ -159,22 +166,20 @@ def wsi_claims(probe: pd.DataFrame, visible: Sequence[str], lineage_id: Mapping[
             f"above chance: the interval reaches chance ({summary})", trained["low"],
             at_most=trained["chance"], null=trained["chance"], null_name="chance",
             interval=(trained["low"], trained["high"]), units="patients"))
-    if collapse["loss_at_margin_every_epoch"]:
+    spread = (f"mean pairwise cosine {collapse['mean_pairwise_cosine']:.2f}, effective rank "
+              f"{collapse['effective_rank']:.1f}")
+    if collapse["collapsed"]:
         claims.append(check(
-            "wsi.collapse_by_loss", f"Triplet training did not leave the margin: the loss stayed within "
-            f"{1 - COLLAPSE_LOSS_FRACTION:.0%} of it or above at every epoch (features spread: mean pairwise cosine "
-            f"{collapse['mean_pairwise_cosine']:.2f})", collapse["loss_min_over_margin"],
-            at_least=COLLAPSE_LOSS_FRACTION, null=1.0, null_name="loss of collapsed features (= margin)"))
-    elif collapse["collapsed"]:
-        claims.append(check(
-            "wsi.collapse_by_embedding", "Triplet training collapsed the features onto one direction",
-            collapse["mean_pairwise_cosine"], at_least=COLLAPSE_COSINE, null=0.0,
-            null_name="isotropic features"))
+            "wsi.collapse_by_embedding", f"Triplet training collapsed the features onto one direction ({spread})",
+            collapse["mean_pairwise_cosine"], at_least=COLLAPSE_COSINE, null=0.0, null_name="isotropic features"))
     else:
+        at_margin = (" The mined-triplet loss never left the margin (lowest epoch "
+                     f"{collapse['loss_min_over_margin']:.2f} × m): online mining keeps only violating triplets, so "
+                     "this does not by itself show collapse.") if collapse["loss_at_margin_every_epoch"] else ""
         claims.append(check(
-            "wsi.not_collapsed", "Triplet training did not collapse: the loss left the margin and the features "
-            "spread", collapse["loss_last_over_margin"], at_most=COLLAPSE_LOSS_FRACTION, null=1.0,
-            null_name="loss of collapsed features (= margin)"))
+            "wsi.not_collapsed", f"Triplet training did not collapse the features ({spread}).{at_margin}",
+            collapse["mean_pairwise_cosine"], at_most=COLLAPSE_COSINE, null=1.0,
+            null_name="collapsed features (cosine 1)"))
     return claims
 
 

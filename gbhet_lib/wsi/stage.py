@@ -11,6 +11,7 @@ Writes::
     features/patches/<slide>.h5      patch store: every patch once, uint8 (N, S, S, 3), lzf
     models/splits/wsi-<policy>.json  the held-out patches of the triplet training (gbhet_lib.evaluate.splits
                                      format; keys "<slide>:<row in its patch store>", as the fusion pairs)
+    models/wsi/simclr-<digest>/      last.pt + history.tsv of the SimCLR pre-training on the training patches
     models/wsi/triplet-<digest>/     last.pt + history.tsv of the triplet training (one folder per settings)
     models/wsi/encoder.json          :class:`WsiEncoderRecord`: what the fusion chapter builds on
     features/<slide>.h5              features N×D + coords N×2 of the trained encoder
@@ -47,7 +48,10 @@ class WsiEncoderRecord(StageRecord):
         patch_stores: the patch stores (relative paths), one per slide.
         slide_lineage, slide_patient: slide name (the store's ``slide_name``) → lineage id, → patient id.
         split: the split file of the training (relative path), ``split_policy`` and ``val_fraction`` its draw.
-        init_source: the starting weights (``random``, ``file:<path>``, ``hub:<arch>``).
+        init_source: the starting weights of the triplet training (``random``, ``file:<path>``, ``hub:<arch>``,
+            ``checkpoint:<path>`` for the SimCLR pre-trained encoder).
+        pretrain: ``{"checkpoint", "settings"}`` of the SimCLR pre-training (:mod:`gbhet_lib.wsi.pretrain`) the
+            triplet training started from, or None (none: the paper's start from ``weights_path`` or random).
     """
 
     STAGE = "wsi"
@@ -63,6 +67,7 @@ class WsiEncoderRecord(StageRecord):
     split_policy: str | None = None
     val_fraction: float | None = None
     init_source: str | None = None
+    pretrain: dict[str, Any] | None = None
 
     def problem(self) -> str | None:
         missing = [k for k in ("arch", "img_size", "weights_path") if k not in self.encoder]
@@ -78,11 +83,14 @@ class WsiEncoderRecord(StageRecord):
         return [root / p for p in self.patch_stores]
 
 
-def encoder_factory(encoder: Mapping[str, Any]) -> Callable[[], Any]:
+def encoder_factory(encoder: Mapping[str, Any], start: str | Path | None = None) -> Callable[[], Any]:
     """A function making a fresh patch encoder from a record's ``encoder`` dict (``arch`` ``"demo"``: the small
-    demo ViT; else a timm name, with ``weights_path`` when given)."""
-    from .encoder import PatchEncoder, demo_encoder
+    demo ViT; else a timm name, with ``weights_path`` when given), or, given ``start``, the encoder of that WSI
+    checkpoint (e.g. the SimCLR pre-training's ``last.pt``)."""
+    from .encoder import PatchEncoder, demo_encoder, load_encoder
 
+    if start is not None:
+        return lambda: load_encoder(start)
     if encoder["arch"] == "demo":
         return lambda: demo_encoder(img_size=encoder["img_size"])
     return lambda: PatchEncoder(encoder["arch"], img_size=encoder["img_size"],
@@ -208,67 +216,113 @@ def split_summary(patches: CohortPatches, train_rows: np.ndarray, val_rows: np.n
 
 
 # ------------------------------------------------------------------------------------------------ training
+def pretrain_encoder(folder_root: Path, data: Any, settings: Any, encoder: Mapping[str, Any],
+                     split_digest: str) -> tuple[Any, Path]:
+    """SimCLR pre-training (:func:`gbhet_lib.wsi.pretrain.pretrain_simclr`) of a fresh encoder (``encoder``: arch,
+    img_size, weights_path) on ``data`` (the training patches of the split ``split_digest``), in
+    ``<folder_root>/simclr-<digest of the settings and the split>`` (resumed; a finished one is reused).
+
+    Returns the history (one row per epoch) and the checkpoint path.
+    """
+    from .pretrain import pretrain_simclr
+
+    encoder = {k: encoder.get(k) for k in ("arch", "img_size", "weights_path")}
+    folder = settings_folder(folder_root, "simclr", _without_device(settings), encoder, split_digest)
+    history = pretrain_simclr(encoder_factory(encoder), data, settings, folder, progress=False)
+    return history, folder / "last.pt"
+
+
 def train_encoder(run: RunDir, patches: CohortPatches, train_rows: np.ndarray, val_rows: np.ndarray,
                   settings: Any, encoder: Mapping[str, Any], split: Mapping[str, Any],
-                  val_fraction: float) -> tuple[Any, WsiEncoderRecord]:
-    """Triplet-train a fresh encoder (``encoder``: arch, img_size, weights_path) on the training patches,
-    validated on the held-out ones, in ``models/wsi/triplet-<digest of the settings and the split>`` (resumed when
-    there),
-    and write :class:`WsiEncoderRecord` to ``models/wsi/encoder.json``.
+                  val_fraction: float, pretrain: Any = None) -> tuple[Any, WsiEncoderRecord]:
+    """Triplet-train an encoder (``encoder``: arch, img_size, weights_path) on the training patches, validated on
+    the held-out ones, in ``models/wsi/triplet-<digest of the settings, the split and the start>`` (resumed when
+    there), and write :class:`WsiEncoderRecord` to ``models/wsi/encoder.json``.
 
-    Returns the training history (one row per epoch) and the record.
+    ``pretrain`` (a :class:`~gbhet_lib.wsi.pretrain.SimCLRConfig`, or None): first pre-train the encoder by SimCLR
+    on the same training patches (:func:`pretrain_encoder`) and start the triplet training from it.
+
+    Returns the training history (one row per epoch; with ``pretrain`` its ``attrs["pretrain"]`` holds the
+    pre-training's) and the record.
     """
     from .train import train_triplet
 
     encoder = {"arch": encoder["arch"], "img_size": encoder["img_size"], "weights_path": encoder.get("weights_path")}
+    start, pretrain_history = None, None
+    if pretrain is not None:
+        pretrain_history, start = pretrain_encoder(run.wsi_models, patches.dataset(train_rows), pretrain, encoder,
+                                                   split["digest"])
     folder = settings_folder(run.wsi_models, "triplet", settings.to_dict(), encoder["arch"], encoder["img_size"],
-                             encoder["weights_path"], split["policy"], val_fraction, split["digest"])
-    make = encoder_factory(encoder)
+                             encoder["weights_path"], split["policy"], val_fraction, split["digest"],
+                             *([] if start is None else [run.relative(start)]))
+    make = encoder_factory(encoder, start)
     history = train_triplet(make, patches.dataset(train_rows), patches.dataset(val_rows), settings,
                             checkpoint_dir=folder, progress=False)
+    history.attrs["pretrain"] = pretrain_history
     record = WsiEncoderRecord(
         checkpoint=run.relative(folder / "last.pt"), settings=settings.to_dict(), encoder=encoder,
         patch_stores=[run.relative(p) for p in patches.index.stores],
         slide_lineage=dict(patches.slide_lineage), slide_patient=dict(patches.slide_patient),
         split=run.relative(run.split_path(split["name"])), split_policy=split["policy"], val_fraction=val_fraction,
-        init_source=make().init_source)
+        init_source=make().init_source,
+        pretrain=None if start is None else {"checkpoint": run.relative(start), "settings": pretrain.to_dict()})
     record.write(run)
     return history, record
 
 
+def _without_device(settings: Any) -> dict[str, Any]:
+    """Settings without the device: a model trained on one device is reused on another."""
+    return {k: v for k, v in settings.to_dict().items() if k not in ("device", "amp_bf16")}
+
+
 # ------------------------------------------------------------------------------------------------ features
 def write_features(run: RunDir, record: WsiEncoderRecord, patches: CohortPatches,
-                   device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
+                   device: str = "cpu") -> dict[str, np.ndarray]:
     """Encode every patch with the trained encoder and write ``features/<slide>.h5`` (features + coords); also
-    encode them with a randomly initialised encoder of the same kind (the baseline).
+    encode them with the SimCLR pre-trained encoder the training started from (when there was one) and with a
+    randomly initialised encoder of the same kind (the baseline).
 
-    Returns (trained features, random-encoder features), N×D in the order of ``patches``.
+    Returns ``{"trained encoder", "pre-trained encoder" (with pre-training), "random encoder"}`` → N×D features in
+    the order of ``patches``.
     """
     from .encoder import load_encoder
     from .features import extract_features, write_features_h5
     from .tiling import read_coords
 
     dataset = patches.dataset()
-    trained = extract_features(load_encoder(run.root / record.checkpoint), dataset, batch_size=128, device=device)
-    random = extract_features(encoder_factory(record.encoder)(), dataset, batch_size=128, device=device)
+    encode = lambda encoder: extract_features(encoder, dataset, batch_size=128, device=device)  # noqa: E731
+    encodings = {"trained encoder": encode(load_encoder(run.root / record.checkpoint))}
+    if record.pretrain is not None:
+        encodings["pre-trained encoder"] = encode(load_encoder(run.root / record.pretrain["checkpoint"]))
+    encodings["random encoder"] = encode(encoder_factory(record.encoder)())
+    trained = encodings["trained encoder"]
     for k, store in enumerate(patches.index.stores):
         rows = patches.index.store_of == k
         slide = Path(store).stem
         coords, attrs = read_coords(run.coords_file(slide))
         write_features_h5(run.features_file(slide), trained[rows], coords, attrs)
-    return trained, random
+    return encodings
 
 
-def lineage_knn(features: np.ndarray, random_features: np.ndarray, patches: CohortPatches,
+def lineage_knn(encodings: Mapping[str, np.ndarray], patches: CohortPatches,
                 val_rows: np.ndarray) -> dict[str, float]:
-    """Leave-one-out 1-NN lineage accuracy among the validation patches, for the trained and the random encoder,
-    and its chance level."""
+    """Leave-one-out 1-NN lineage accuracy among the validation patches for each encoding of
+    :func:`write_features` (``lineage_knn_acc`` for the trained encoder, ``lineage_knn_acc_<pre-trained|random>_
+    encoder`` for the others) and its chance level."""
     from .train import knn_accuracy
 
     labels = patches.index.labels[val_rows]
-    accuracy, chance = knn_accuracy(features[val_rows], labels)
-    accuracy_random, _ = knn_accuracy(random_features[val_rows], labels)
-    return {"lineage_knn_acc": accuracy, "lineage_chance": chance, "lineage_knn_acc_random_encoder": accuracy_random}
+    out: dict[str, float] = {}
+    for name, features in encodings.items():
+        accuracy, chance = knn_accuracy(features[val_rows], labels)
+        key = "lineage_knn_acc" if name == "trained encoder" else f"lineage_knn_acc_{_key(name)}"
+        out |= {key: accuracy, "lineage_chance": chance}
+    return out
+
+
+def _key(name: str) -> str:
+    """A metrics key from an encoding's name: ``pre-trained encoder`` → ``pretrained_encoder``."""
+    return name.replace(" ", "_").replace("-", "")
 
 
 def slide_targets(patches: CohortPatches, truth: Any) -> Any:
@@ -284,7 +338,7 @@ def program_probe(encodings: Mapping[str, np.ndarray], patches: CohortPatches, t
     """Slide-level probe of every program from each encoding's patch features (name → (N, D) features, e.g. the
     trained encoder, the random one and the hand-crafted baseline): :func:`gbhet_lib.evaluate.probes.slide_probe`
     fitted on slide-mean features, folds grouped by patient (a held-out slide's patient was never probed on), R²
-    over slides. The ``reference`` encoding also gets a patient-bootstrap interval.
+    over slides. The ``reference`` encoding and the ``pre-trained encoder`` also get a patient-bootstrap interval.
 
     Returns the table (programs × encodings, plus ``<reference> low``/``high``, ``chance`` (the grouped folds'
     null R²) and ``visible in slides``) and the chapter's metrics (``probe_r2_slide`` {program: R²} for the
@@ -301,13 +355,14 @@ def program_probe(encodings: Mapping[str, np.ndarray], patches: CohortPatches, t
                             train_on="slides", alpha_cv="auto")
         metrics["probe_alpha_cv"] = probe.alpha_cv
         table[name] = probe.slide_r2
-        if name == reference:
+        if name in (reference, "pre-trained encoder"):
             ci = probe.intervals(seed=seed)
             table[f"{name} low"], table[f"{name} high"] = ci["low"], ci["high"]
+        if name == reference:
             table["chance"] = probe.null_r2
             metrics["probe_r2_slide"] = probe.slide_r2.round(4).to_dict()
         else:
-            metrics[f"probe_r2_slide_{name.replace(' ', '_').replace('-', '')}"] = probe.slide_r2.round(4).to_dict()
+            metrics[f"probe_r2_slide_{_key(name)}"] = probe.slide_r2.round(4).to_dict()
     frame = pd.DataFrame(table)
     frame["visible in slides"] = [p in truth.visible_programs for p in frame.index]
     return frame, metrics
@@ -329,17 +384,19 @@ def handcrafted_encoding(patches: CohortPatches) -> np.ndarray:
     return out
 
 
-def encoder_quality(features: np.ndarray, random_features: np.ndarray, patches: CohortPatches,
-                    train_rows: np.ndarray, val_rows: np.ndarray, history: Any, margin: float,
-                    seed: int = 0) -> dict[str, Any]:
-    """Lineage identification of held-out slides of trained lineages (trained and random encoder) and the collapse
-    report of the trained encoder (:mod:`gbhet_lib.wsi.evaluate`)."""
+def encoder_quality(encodings: Mapping[str, np.ndarray], patches: CohortPatches, train_rows: np.ndarray,
+                    val_rows: np.ndarray, history: Any, margin: float, seed: int = 0) -> dict[str, Any]:
+    """Lineage identification of held-out slides of trained lineages for each encoding of :func:`write_features`
+    (keyed ``trained``, ``pre-trained``, ``random``), the collapse report of the trained encoder and the spread of
+    the others (:mod:`gbhet_lib.wsi.evaluate`)."""
     from .evaluate import collapse_report, embedding_spread, heldout_slide_lineages
 
-    ids = {name: heldout_slide_lineages(f, patches.slide, patches.lineage, patches.patient, train_rows, val_rows,
-                                        seed=seed) for name, f in (("trained", features), ("random", random_features))}
-    return {"lineage_id_heldout_slides": ids, "collapse": collapse_report(history, features, margin),
-            "random_encoder_spread": embedding_spread(random_features)}
+    short = {name: name.removesuffix(" encoder") for name in encodings}
+    ids = {short[name]: heldout_slide_lineages(f, patches.slide, patches.lineage, patches.patient, train_rows,
+                                               val_rows, seed=seed) for name, f in encodings.items()}
+    spreads = {f"{_key(name)}_spread": embedding_spread(f) for name, f in encodings.items() if name != "trained encoder"}
+    return {"lineage_id_heldout_slides": ids, "collapse": collapse_report(history, encodings["trained encoder"], margin),
+            **spreads}
 
 
 # ------------------------------------------------------------------------------------------------ real slides
