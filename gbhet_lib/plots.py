@@ -282,3 +282,30 @@ def cv_retrieval(per_lineage: pd.DataFrame, chance: float = 0.5, ax: Axes | None
     ax.set(ylim=(-0.05, 1.05), xlabel="", ylabel="percentile of the own profile (1 = first)",
            title="held-out lineages, patient-level CV")
     return ax
+
+
+def retrieval_rank_histograms(model_rows: pd.DataFrame, null_rows: pd.DataFrame, bins: int = 10) -> Figure:
+    """One panel per variant: histogram of the own candidate's percentile over the queries (1 = ranked first),
+    the model's beside the image-blind null's (``variant`` and ``percentile`` columns), chance dashed."""
+    names = list(dict.fromkeys(model_rows["variant"]))
+    fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 2.8), squeeze=False, sharey=True)
+    edges = np.linspace(0, 1, bins + 1)
+    for ax, name in zip(axes[0], names):
+        for rows, label, colour in ((model_rows, "model", "C0"), (null_rows, "image-blind", "0.6")):
+            values = rows.loc[rows["variant"] == name, "percentile"]
+            ax.hist(values, bins=edges, weights=np.full(len(values), 1 / max(len(values), 1)), alpha=0.6,
+                    label=label, color=colour)
+        ax.axvline(0.5, color="0.3", ls="--", lw=1)
+        ax.set(title=name, xlabel="percentile of the own profile")
+    axes[0, 0].set_ylabel("share of queries")
+    axes[0, -1].legend(frameon=False, fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def confusion_heatmap(table: pd.DataFrame, ax: Axes | None = None) -> Axes:
+    """Counts of query rows × retrieved columns (e.g. :func:`gbhet_lib.evaluate.stage.confusion`)."""
+    ax = ax or plt.subplots(figsize=(0.35 * table.shape[1] + 2, 0.3 * table.shape[0] + 1.5))[1]
+    sns.heatmap(table, annot=True, fmt="d", cbar=False, cmap="Blues", ax=ax)
+    ax.set_title("retrieved first (slides, patient-level CV)")
+    return ax

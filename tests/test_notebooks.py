@@ -22,10 +22,10 @@ NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 #: small sizes so that the whole study runs in a minute or two; a stage receives the ones it declares
 SMOKE_PARAMETERS = {"n_patients": 2, "n_pool": 60, "n_genes": 400, "module_size": 24, "n_drivers": 5, "n_paired": 6, "slide_width": 1024,
                     "slide_height": 768, "n_jobs": 1, "epochs": 2, "encoder_img_size": 32, "fixes_epochs": 2,
-                    "power_replicates": 4, "probe_folds": 2, "cv_folds": 2}
+                    "power_replicates": 4, "probe_folds": 2, "cv_folds": 2, "pretrain_epochs": 2, "n_boot": 200}
 #: the metrics file each stage writes (metrics/<name>.json)
 STAGE_METRICS = {"01_data": "01_data", "02_rna_encoding": "rna", "03_wsi_encoding": "wsi",
-                 "04_fusion_training": "fusion"}
+                 "04_fusion_training": "fusion", "05_retrieval": "retrieval"}
 
 
 @pytest.mark.notebook
@@ -66,24 +66,37 @@ def test_all_notebooks_execute_on_the_demo_profile(tmp_path: Path) -> None:
     assert fusion["claims"] and fusion["patient_cv"]["folds"] == 2
     assert fusion["fixes"]["epochs"] == 2 and fusion["streamed"] is False
     assert set(fusion["variants"]) == {"best", "frozen", "chromosome"}
-    assert set(fusion["fixes"]["best+fixes"]) == {"patch", "slide", "lineage", "patient"}
+    assert set(fusion["fixes"]["best+fixes"]) == {"patch", "slide", "lineage"}
     for variant, policies in fusion["variants"].items():
-        assert set(policies) == {"patch", "slide", "lineage", "patient"}, variant
+        assert set(policies) == {"patch", "slide", "lineage"}, variant
         for row in policies.values():
             assert row["epochs"] == 2 and row["device"] == "cpu" and row["pairs_per_s"] > 0
             assert np.isfinite([row["first_loss"], row["last_loss"], row["last_itc"], row["last_itm"]]).all()
             assert ("last_reconstruction" in row) == (variant != "best")  # c_rec = 0 only in best
+    retrieval = json.loads((config.run_dir / "metrics" / "retrieval.json").read_text())
+    scored = {"best", "frozen", "chromosome", "best+fixes", "random_init", "not_fused", "linear"}
+    assert scored <= set(retrieval) and retrieval["claims"]
+    for variant in scored:
+        cv = {"patient_cv"} if variant != "best+fixes" else set()  # cv_fixes is off by default
+        assert set(retrieval[variant]) == {"patch", "slide", "lineage"} | cv, variant
+        for m in retrieval[variant].values():
+            assert 0 <= m["percentile"] <= 1 and 0 < m["lineage_top1_chance"] < 1 and m["n_queries"] > 0
+        # the image-blind null ranks every held-out profile alike: lineage-balanced, it sits at 0.5 (a leak check)
+        if cv:
+            balanced = retrieval[variant]["patient_cv"]["held_out_gallery_balanced"]
+            assert balanced["null_percentile"] == pytest.approx(0.5)
+    assert retrieval["best"]["patient_cv"]["n_folds"] == 2 and retrieval["best"]["patch"]["n_folds"] == 1
     # the same training from the command line (what runs on the GPU machine), on the recorded split
     from gbhet_lib.cli import main
     from gbhet_lib.fusion.stage import read_split, read_trained
 
-    assert main(["train-fusion", "--run-dir", str(config.run_dir), "--variant", "best", "--policy", "patient",
+    assert main(["train-fusion", "--run-dir", str(config.run_dir), "--variant", "best", "--policy", "lineage",
                  "--epochs", "3", "--device", "cpu", "--no-progress"]) == 0
-    record = read_trained(config.run_dir, "best", "patient")
-    assert len(record["history"]) == 3 and record["split_digest"] == read_split(config.run_dir, "patient")["digest"]
+    record = read_trained(config.run_dir, "best", "lineage")
+    assert len(record["history"]) == 3 and record["split_digest"] == read_split(config.run_dir, "lineage")["digest"]
     assert (config.run_dir / record["checkpoint"]).exists()
     # and data-parallel on the demo cohort: torchrun, 2 CPU processes (gloo) × 8 against 1 process × 16
-    common = ["train-fusion", "--run-dir", str(config.run_dir), "--variant", "frozen", "--policy", "patient",
+    common = ["train-fusion", "--run-dir", str(config.run_dir), "--variant", "frozen", "--policy", "lineage",
               "--epochs", "2", "--device", "cpu", "--no-progress", "--set", "gather_negatives=true"]
     assert main(common + ["--batch-size", "16", "--name", "one-process"]) == 0
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -91,7 +104,7 @@ def test_all_notebooks_execute_on_the_demo_profile(tmp_path: Path) -> None:
                                "-m", "gbhet_lib.cli", *common, "--batch-size", "8", "--name", "two-processes"],
                               env=env, capture_output=True, text=True, timeout=600)
     assert launched.returncode == 0, launched.stderr[-3000:]
-    one, two = (read_trained(config.run_dir, name, "patient") for name in ("one-process", "two-processes"))
+    one, two = (read_trained(config.run_dir, name, "lineage") for name in ("one-process", "two-processes"))
     assert (one["world_size"], two["world_size"]) == (1, 2)
     np.testing.assert_allclose([e["train_itc"] for e in two["history"]], [e["train_itc"] for e in one["history"]],
                                rtol=1e-3)
@@ -114,7 +127,9 @@ def test_every_chapter_runs_the_reference_profile_offline_from_the_mirror(tmp_pa
     fusion = json.loads((config.run_dir / "metrics" / "fusion.json").read_text())
     assert wsi["n_slides"] == 12 and fusion["pairs"] == {"pairs": wsi["n_patches"], "slides": 12, "lineages": 6,
                                                          "patients": 6}
-    assert fusion["variants"]["chromosome"]["patient"]["epochs"] == 2
+    assert fusion["variants"]["chromosome"]["lineage"]["epochs"] == 2
+    retrieval = json.loads((config.run_dir / "metrics" / "retrieval.json").read_text())
+    assert retrieval["best"]["patient_cv"]["n_folds"] == 2 and retrieval["claims"]
 
 
 def test_notebooks_are_stored_without_outputs_and_with_parameters() -> None:

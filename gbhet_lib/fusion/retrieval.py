@@ -25,7 +25,7 @@ import torch
 
 
 @torch.no_grad()
-def _embeddings(model: Any, data: Any, rows: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+def itc_embeddings(model: Any, data: Any, rows: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
     """(image ITC embeddings of the patches ``rows`` (n, P), RNA ITC embeddings of every lineage (L, P))."""
     from .data import PairBatches
 
@@ -59,7 +59,7 @@ def fold_retrieval(run_dir: str | Path, name: str, fold: str, data: Any, device:
     if len(held) < 2:
         raise ValueError(f"fold {fold} holds out {len(held)} lineage(s): retrieval needs at least two candidates; "
                          "use fewer folds (cv_folds)")
-    image, rna = _embeddings(model, data, val_rows, batch_size)
+    image, rna = itc_embeddings(model, data, val_rows, batch_size)
     candidates = rna[held]
     query_lineage = data.patch_lineage[val_rows]
     scores = np.stack([(image[query_lineage == q] @ candidates.T).mean(0) for q in held])

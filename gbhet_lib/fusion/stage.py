@@ -8,14 +8,16 @@ Layout it reads and writes (relative to the run directory)::
     metrics/01_data.json             chapter 1's claims: the power of the cohort's size (cited, not required)
     data/fusion/pairing.h5           lineage RNA (scaled as in pre-training), the pool, token sets, lineages
     models/splits/<policy>.json              the held-out patches, slides, lineages, patients of a split (gbhet_lib.evaluate)
+    models/fusion/simclr-<digest>/           the patch encoder's SimCLR pre-training on a split's training patches
+                                             (when chapter 3 pre-trained)
     models/fusion/wsi-<policy>-<digest>/     the patch encoder triplet-trained without that policy's held-out
     models/fusion/rna-chromosome-<digest>/   the RNA encoder pre-trained on chromosome tokens
     models/fusion/<variant>-<policy>-<digest>/last.pt, history.tsv   a trained fusion model
     models/fusion/<variant>-<policy>.json    the record of the last finished training of that pair
 
 Honest hold-out (spec §10.16): for a ``slide``, ``lineage`` or ``patient`` policy the held-out patches are never
-seen in any training: the fusion model's, and the patch encoder's triplet pre-training, which is redone here on the
-policy's training patches only. The RNA encoder is pre-trained on the RNA-only pool, which holds no lineage
+seen in any training: the fusion model's, and the patch encoder's SimCLR and triplet pre-training, which are redone
+here on the policy's training patches only. The RNA encoder is pre-trained on the RNA-only pool, which holds no lineage
 profile. The split is written once and every later step reads it (its digest is stored in each checkpoint), so an
 evaluation cannot use another split.
 
