@@ -95,17 +95,22 @@ def test_all_notebooks_execute_on_the_demo_profile(tmp_path: Path) -> None:
     record = read_trained(config.run_dir, "best", "lineage")
     assert len(record["history"]) == 3 and record["split_digest"] == read_split(config.run_dir, "lineage")["digest"]
     assert (config.run_dir / record["checkpoint"]).exists()
-    # and data-parallel on the demo cohort: torchrun, 2 CPU processes (gloo) × 8 against 1 process × 16
-    common = ["train-fusion", "--run-dir", str(config.run_dir), "--variant", "frozen", "--policy", "lineage",
+    # and data-parallel on the demo cohort: torchrun, 2 CPU processes (gloo) × 8 against 1 process × 16, on a split
+    # whose patch encoder no chapter trained, so that rank 0 pre-trains it alone while rank 1 waits
+    from gbhet_lib.fusion.stage import load_pairing, write_split
+
+    write_split(config.run_dir, load_pairing(config.run_dir, "ppi", SMOKE_PARAMETERS["encoder_img_size"]), "patient",
+                0.5, 0)
+    common = ["train-fusion", "--run-dir", str(config.run_dir), "--variant", "frozen", "--policy", "patient",
               "--epochs", "2", "--device", "cpu", "--no-progress", "--set", "gather_negatives=true"]
-    assert main(common + ["--batch-size", "16", "--name", "one-process"]) == 0
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     launched = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                                "-m", "gbhet_lib.cli", *common, "--batch-size", "8", "--name", "two-processes"],
                               env=env, capture_output=True, text=True, timeout=600)
     assert launched.returncode == 0, launched.stderr[-3000:]
-    one, two = (read_trained(config.run_dir, name, "lineage") for name in ("one-process", "two-processes"))
-    assert (one["world_size"], two["world_size"]) == (1, 2)
+    assert main(common + ["--batch-size", "16", "--name", "one-process"]) == 0
+    one, two = (read_trained(config.run_dir, name, "patient") for name in ("one-process", "two-processes"))
+    assert (one["world_size"], two["world_size"]) == (1, 2) and one["wsi_encoder"] == two["wsi_encoder"]
     np.testing.assert_allclose([e["train_itc"] for e in two["history"]], [e["train_itc"] for e in one["history"]],
                                rtol=1e-3)
 

@@ -443,3 +443,42 @@ def retrieval_claims(metrics: Mapping[str, Mapping[str, Any]], variants: Sequenc
                           {"at_most": other["percentile_ci"][1]}),
                 null=other["percentile"], null_name=baseline))
     return claims
+
+
+def verdict(metrics: Mapping[str, Mapping[str, Any]], variants: Sequence[str], baselines: Sequence[str] = BASELINES,
+            paper: str = "patch", honest: str = "patient_cv") -> str:
+    """The chapter's closing paragraph, written from the numbers (Markdown): what the paper's protocol reports, what
+    survives patient-level CV against chance, the image-blind null and the baselines, and where the queries go when
+    every profile is in the gallery. Each sentence restates a value of ``metrics``; none is fixed text about the
+    outcome."""
+    def interval(m: Mapping[str, Any], key: str = "percentile") -> str:
+        low, high = m[f"{key}_ci"]
+        return f"{m[key]:.2f} [{low:.2f}, {high:.2f}]"
+
+    lines = []
+    for variant in variants:
+        entry = metrics.get(variant, {})
+        if honest not in entry or "held_out_gallery" not in entry[honest]:
+            continue
+        cv, p = entry[honest]["held_out_gallery"], entry.get(paper)
+        above_chance = cv["percentile_ci"][0] > 0.5
+        above_null = cv["percentile_ci"][0] > cv["null_percentile_ci"][1]
+        said = (f"**{variant}**: " + (f"under the paper's protocol, percentile {interval(p)} and top-1 "
+                                       f"{p['lineage_top1']:.2f} (chance {p['lineage_top1_chance']:.2f}); "
+                                       if p else "")
+                + f"under patient-level CV, among the held-out profiles, percentile {interval(cv)}, which is "
+                + ("above" if above_chance else "not distinguishable from") + " chance (0.5) and "
+                + ("above" if above_null else "not above") + " the image-blind null's interval "
+                + f"{interval({'percentile': cv['null_percentile'], 'percentile_ci': cv['null_percentile_ci']})}.")
+        everyone = entry[honest]
+        said += (f" With every profile in the gallery, its top-1 is {everyone['lineage_top1']:.2f} (chance "
+                 f"{everyone['lineage_top1_chance']:.2f}); {1 - everyone['never_trained_share']:.0%} of the queries "
+                 f"retrieve a profile the model trained on, and the most retrieved profile wins "
+                 f"{everyone['hub_share']:.0%}.")
+        lines.append(said)
+    rows = [(b, metrics[b][honest]["held_out_gallery"]) for b in baselines
+            if honest in metrics.get(b, {}) and "held_out_gallery" in metrics[b][honest]]
+    if rows:
+        lines.append("Baselines under patient-level CV (held-out profiles): " + "; ".join(
+            f"{b} {interval(m)}" for b, m in rows) + ".")
+    return "\n\n".join(f"- {line}" for line in lines)

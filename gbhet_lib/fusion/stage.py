@@ -326,10 +326,9 @@ def _any_device(settings: Any) -> dict[str, Any]:
 
 
 def _finished(folder: Path, epochs: int) -> bool:
-    """Whether ``folder`` holds a checkpoint of all ``epochs`` (its history has one row per epoch)."""
-    history = folder / "history.tsv"
-    return (folder / "last.pt").exists() and history.exists() and \
-        len(history.read_text().strip().splitlines()) - 1 >= epochs
+    from ..training import finished
+
+    return finished(folder, epochs)
 
 
 def rna_encoder_for(run_dir: str | Path, token_set: str, device: str = "cpu", progress: bool = False):
@@ -376,7 +375,7 @@ def train_variant(run_dir: str | Path, variant: str, policy: str = "patch", devi
     import torch
 
     from .distributed import process_group, rank_device
-    from ..training import derive_seed, use_bf16
+    from ..training import derive_seed, single_process, use_bf16
     from .train import train_fusion, variant_config, variant_tokens
 
     run_dir = Path(run_dir)
@@ -393,8 +392,9 @@ def train_variant(run_dir: str | Path, variant: str, policy: str = "patch", devi
         train_rows, held_rows = split_rows(data, split)
         if world > 1:  # rank 0 makes the encoders (one training, not one per rank), then every rank reads them
             if rank == 0:
-                wsi_encoder_for_split(run_dir, policy, data, device)
-                rna_encoder_for(run_dir, token_set, device)
+                with single_process():
+                    wsi_encoder_for_split(run_dir, policy, data, device)
+                    rna_encoder_for(run_dir, token_set, device)
             torch.distributed.barrier()
         image_encoder, wsi_path = wsi_encoder_for_split(run_dir, policy, data, device)
         rna_encoder, rna_path = rna_encoder_for(run_dir, token_set, device)

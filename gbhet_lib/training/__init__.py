@@ -14,15 +14,15 @@ Imports only torch, numpy, pandas and tqdm (plus this package's stdlib-only help
 """
 from __future__ import annotations
 
-from .checkpoint import CHECKPOINT, HISTORY, load_weights, read_checkpoint
+from .checkpoint import CHECKPOINT, HISTORY, finished, load_weights, read_checkpoint
 from .config import TrainConfig, require
 from .device import bf16_autocast, cuda_available, device_name, resolve_device, use_bf16
-from .distributed import distributed, launched_by_torchrun, process_group, rank_device
+from .distributed import distributed, launched_by_torchrun, process_group, rank_device, single_process
 from .loop import Run, StepFn, build_optimizer, fit
 from .schedule import Schedule, albef_lr
 from .seeds import derive_seed, seed_everything
 
 __all__ = ["CHECKPOINT", "HISTORY", "Run", "Schedule", "StepFn", "TrainConfig", "albef_lr", "bf16_autocast",
-           "build_optimizer", "cuda_available", "derive_seed", "device_name", "distributed", "fit",
+           "build_optimizer", "cuda_available", "derive_seed", "device_name", "distributed", "finished", "fit",
            "launched_by_torchrun", "load_weights", "process_group", "rank_device", "read_checkpoint", "require",
-           "resolve_device", "seed_everything", "use_bf16"]
+           "resolve_device", "seed_everything", "single_process", "use_bf16"]

@@ -120,3 +120,12 @@ def save(checkpoint_dir: Path, run: Run, optimizer: torch.optim.Optimizer,
         write_table_atomic(checkpoint_dir / HISTORY, pd.DataFrame(history), index=False)
     if world > 1:
         torch.distributed.barrier()
+
+
+def finished(folder: str | Path, epochs: int) -> bool:
+    """Whether ``folder`` holds a checkpoint of all ``epochs`` (``last.pt``, and a history with a row per epoch):
+    a training to reuse as it is, without resuming (and so without this process's rank layout)."""
+    folder = Path(folder)
+    history = folder / HISTORY
+    return (folder / CHECKPOINT).exists() and history.exists() and \
+        len(history.read_text().strip().splitlines()) - 1 >= epochs

@@ -15,12 +15,28 @@ import torch.distributed as dist
 
 from .device import device_name
 
+_ALONE = False  # set by single_process(): this rank works alone although a process group exists
+
 
 def distributed() -> tuple[int, int]:
-    """(rank, world size) of the initialised process group, or (0, 1) in a single process."""
-    if dist.is_available() and dist.is_initialized():
+    """(rank, world size) of the initialised process group, or (0, 1) in a single process (or inside
+    :func:`single_process`)."""
+    if not _ALONE and dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
+
+
+@contextmanager
+def single_process() -> Iterator[None]:
+    """Inside, :func:`distributed` reports one process, so :func:`~gbhet_lib.training.fit` trains and checkpoints
+    on this rank alone: for work one rank does while the others wait (rank 0 training the patch encoder that every
+    rank then reads), which would otherwise split its batches with ranks that are not stepping."""
+    global _ALONE
+    before, _ALONE = _ALONE, True
+    try:
+        yield
+    finally:
+        _ALONE = before
 
 
 def launched_by_torchrun() -> bool:

@@ -224,10 +224,15 @@ def pretrain_encoder(folder_root: Path, data: Any, settings: Any, encoder: Mappi
 
     Returns the history (one row per epoch) and the checkpoint path.
     """
+    import pandas as pd
+
+    from ..training import HISTORY, finished
     from .pretrain import pretrain_simclr
 
     encoder = {k: encoder.get(k) for k in ("arch", "img_size", "weights_path")}
     folder = settings_folder(folder_root, "simclr", _without_device(settings), encoder, split_digest)
+    if finished(folder, settings.epochs):  # reused as it is (also by every rank of a torchrun job)
+        return pd.read_csv(folder / HISTORY, sep="\t"), folder / "last.pt"
     history = pretrain_simclr(encoder_factory(encoder), data, settings, folder, progress=False)
     return history, folder / "last.pt"
 
