@@ -180,3 +180,34 @@ def test_the_temperature_learning_rate_follows_the_schedule_scaled(tmp_path: Pat
     assert groups[2]["weight_decay"] == 0.0 and groups[2]["lr"] == pytest.approx(groups[0]["lr"] * 50)
     with pytest.raises(ConfigError, match="temperature_lr"):
         dataclasses.replace(config, temperature_lr=0.0)
+
+
+def test_single_process_hides_the_process_group(monkeypatch) -> None:
+    """Inside single_process() a rank trains alone: fit must not split batches with ranks that are not stepping."""
+    import sys
+
+    import torch.distributed as dist
+
+    from gbhet_lib.training import distributed, single_process
+
+    training_distributed = sys.modules["gbhet_lib.training.distributed"]  # the package re-exports a function of that name
+
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "get_rank", lambda: 1)
+    monkeypatch.setattr(dist, "get_world_size", lambda: 2)
+    assert distributed() == (1, 2)
+    with single_process():
+        assert distributed() == (0, 1)
+        with single_process():  # nested: still alone, and the outer context is restored after
+            assert distributed() == (0, 1)
+        assert distributed() == (0, 1)
+    assert distributed() == (1, 2) and training_distributed._ALONE is False
+
+
+def test_finished_reads_the_history(tmp_path) -> None:
+    from gbhet_lib.training import CHECKPOINT, HISTORY, finished
+
+    assert not finished(tmp_path, 2)
+    (tmp_path / CHECKPOINT).write_bytes(b"x")
+    (tmp_path / HISTORY).write_text("epoch\tloss\n0\t1.0\n")
+    assert finished(tmp_path, 1) and not finished(tmp_path, 2)
