@@ -58,14 +58,19 @@ def test_a_patient_never_spans_training_and_test() -> None:
     assert leaky.slide_r2["patient_value"] > 0.7
 
 
-def test_noise_target_is_at_chance_and_null_r2_is_the_fold_mean_predictor() -> None:
-    slide, patient, _ = toy_cohort(seed=3)
-    rng = np.random.default_rng(3)
+def _memorisable_noise(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, pd.DataFrame]:
+    """(slide, patient, features, targets): slide-specific feature offsets (like stain jitter) let a probe memorise
+    slides, while the target is noise per slide."""
+    slide, patient, _ = toy_cohort(seed=seed)
+    rng = np.random.default_rng(seed)
     slides = np.unique(slide)
-    # slide-specific offsets (like stain jitter) let a probe memorise slides; the target is noise per slide
     offsets = pd.DataFrame(rng.standard_normal((len(slides), 8)), index=slides)
     features = offsets.loc[slide].to_numpy() + 0.3 * rng.standard_normal((len(slide), 8))
-    targets = pd.DataFrame({"noise": rng.standard_normal(len(slides))}, index=slides)
+    return slide, patient, features, pd.DataFrame({"noise": rng.standard_normal(len(slides))}, index=slides)
+
+
+def test_noise_target_is_at_chance_and_null_r2_is_the_fold_mean_predictor() -> None:
+    slide, patient, features, targets = _memorisable_noise(3)
     probe = slide_probe(features, targets, slide, patient, folds=4)
     assert probe.slide_r2["noise"] <= 0.1
     # null: each test fold predicted with the training patches' mean target
@@ -77,12 +82,7 @@ def test_noise_target_is_at_chance_and_null_r2_is_the_fold_mean_predictor() -> N
 
 
 def test_grouped_penalty_choice_shrinks_more_than_leave_one_patch_out() -> None:
-    slide, patient, _ = toy_cohort(seed=4)
-    rng = np.random.default_rng(4)
-    slides = np.unique(slide)
-    offsets = pd.DataFrame(rng.standard_normal((len(slides), 8)), index=slides)
-    features = offsets.loc[slide].to_numpy() + 0.3 * rng.standard_normal((len(slide), 8))
-    targets = pd.DataFrame({"noise": rng.standard_normal(len(slides))}, index=slides)
+    slide, patient, features, targets = _memorisable_noise(4)
     grouped = slide_probe(features, targets, slide, patient, folds=4, alpha_cv="group")
     loo = slide_probe(features, targets, slide, patient, folds=4, alpha_cv="patch")
     # leave-one-patch-out sees the other patches of the left-out patch's slide, so it trusts slide memorisation

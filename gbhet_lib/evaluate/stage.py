@@ -49,10 +49,11 @@ def load_pairs(run_dir: str | Path, names: Sequence[str], memory_budget_bytes: i
     """Chapter 4's pairs (``data/fusion/pairing.h5``, as it sampled them) for every token set the fusion model
     names use (``best+fixes`` uses ``best``'s), and always ``ppi`` (the baselines'): token set →
     :class:`~gbhet_lib.fusion.data.PairedPatches`."""
-    from ..fusion.stage import _wsi_record, load_pairing
+    from ..fusion.stage import load_pairing
     from ..fusion.train import variant_tokens
+    from ..wsi.stage import WsiEncoderRecord
 
-    img_size = _wsi_record(Path(run_dir))["encoder"]["img_size"]
+    img_size = WsiEncoderRecord.read(run_dir).encoder["img_size"]
     tokens = {"ppi"} | {variant_tokens(n.partition("+")[0]) for n in names if n not in BASELINES}
     return {t: load_pairing(run_dir, t, img_size, memory_budget_bytes) for t in sorted(tokens)}
 
@@ -177,10 +178,10 @@ def baseline_features(run_dir: str | Path, baseline: str, split_name: str, data:
     ``cache`` keeps the split-independent ones between calls."""
     import torch
 
-    from ..fusion.stage import _wsi_record, wsi_encoder_for_split
+    from ..fusion.stage import wsi_encoder_for_split
     from ..wsi.features import extract_features
     from ..wsi.handcrafted import handcrafted_features
-    from ..wsi.stage import encoder_factory
+    from ..wsi.stage import WsiEncoderRecord, encoder_factory
 
     cache = {} if cache is None else cache
     if baseline in cache:
@@ -190,7 +191,7 @@ def baseline_features(run_dir: str | Path, baseline: str, split_name: str, data:
         return cache[baseline]
     if baseline == "random_init":
         torch.manual_seed(seed)
-        encoder = encoder_factory(_wsi_record(run_dir)["encoder"])().eval()
+        encoder = encoder_factory(WsiEncoderRecord.read(run_dir).encoder)().eval()
     elif baseline == "not_fused":
         encoder, _ = wsi_encoder_for_split(run_dir, split_name, data, device)
     else:

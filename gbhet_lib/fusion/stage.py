@@ -297,6 +297,7 @@ def wsi_encoder_for_split(run_dir: str | Path, policy: str, data, device: str = 
     from ..wsi.pretrain import SimCLRConfig
     from ..wsi.stage import encoder_factory, pretrain_encoder
     from ..training import use_bf16
+    from ..training import finished
     from ..wsi.train import TripletConfig, train_triplet
 
     run_dir = Path(run_dir)
@@ -312,23 +313,12 @@ def wsi_encoder_for_split(run_dir: str | Path, policy: str, data, device: str = 
         _, start = pretrain_encoder(RunDir.of(run_dir).fusion_models, patches,
                                     SimCLRConfig(**on_device(record["pretrain"]["settings"])), record["encoder"],
                                     split["digest"])
-    folder = settings_folder(RunDir.of(run_dir).fusion_models, f"wsi-{policy}", _any_device(settings), record["encoder"],
-                             split["digest"], *([] if start is None else [str(start.relative_to(run_dir))]))
-    if not _finished(folder, settings.epochs):
+    folder = settings_folder(RunDir.of(run_dir).fusion_models, f"wsi-{policy}", settings.without_device(),
+                             record["encoder"], split["digest"], *([] if start is None else [str(start.relative_to(run_dir))]))
+    if not finished(folder, settings.epochs):
         patches = patches if patches is not None else data.triplet_data(train_rows)
         train_triplet(encoder_factory(record["encoder"], start), patches, None, settings, folder, progress=progress)
     return load_encoder(folder / "last.pt", device), folder / "last.pt"
-
-
-def _any_device(settings: Any) -> dict[str, Any]:
-    """Settings without the device: an encoder trained on one device is reused on another."""
-    return {k: v for k, v in settings.to_dict().items() if k not in ("device", "amp_bf16")}
-
-
-def _finished(folder: Path, epochs: int) -> bool:
-    from ..training import finished
-
-    return finished(folder, epochs)
 
 
 def rna_encoder_for(run_dir: str | Path, token_set: str, device: str = "cpu", progress: bool = False):
@@ -338,6 +328,7 @@ def rna_encoder_for(run_dir: str | Path, token_set: str, device: str = "cpu", pr
     Returns the encoder (evaluation mode) and its checkpoint path.
     """
     from ..rna.train import PretrainConfig, load_model, pretrain
+    from ..training import finished
 
     run_dir = Path(run_dir)
     record = _rna_record(run_dir)
@@ -346,8 +337,9 @@ def rna_encoder_for(run_dir: str | Path, token_set: str, device: str = "cpu", pr
         return load_model(path, device), path
     train, val = pool_tokens(run_dir, token_set)
     settings = PretrainConfig(**{**record["settings"], "device": device})
-    folder = settings_folder(RunDir.of(run_dir).fusion_models, f"rna-{token_set}", _any_device(settings), train.token_sizes)
-    if not _finished(folder, settings.epochs):
+    folder = settings_folder(RunDir.of(run_dir).fusion_models, f"rna-{token_set}", settings.without_device(),
+                             train.token_sizes)
+    if not finished(folder, settings.epochs):
         pretrain(settings, train, val, folder, progress=progress)
     return load_model(folder / "last.pt", device), folder / "last.pt"
 

@@ -58,3 +58,8 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-compatible values."""
         return dataclasses.asdict(self)
+
+    def without_device(self) -> dict[str, Any]:
+        """:meth:`to_dict` without ``device`` and ``amp_bf16``: what a trained model's folder is keyed by, so that a
+        model trained on one device is reused on another."""
+        return {k: v for k, v in self.to_dict().items() if k not in ("device", "amp_bf16")}

@@ -230,7 +230,7 @@ def pretrain_encoder(folder_root: Path, data: Any, settings: Any, encoder: Mappi
     from .pretrain import pretrain_simclr
 
     encoder = {k: encoder.get(k) for k in ("arch", "img_size", "weights_path")}
-    folder = settings_folder(folder_root, "simclr", _without_device(settings), encoder, split_digest)
+    folder = settings_folder(folder_root, "simclr", settings.without_device(), encoder, split_digest)
     if finished(folder, settings.epochs):  # reused as it is (also by every rank of a torchrun job)
         return pd.read_csv(folder / HISTORY, sep="\t"), folder / "last.pt"
     history = pretrain_simclr(encoder_factory(encoder), data, settings, folder, progress=False)
@@ -273,11 +273,6 @@ def train_encoder(run: RunDir, patches: CohortPatches, train_rows: np.ndarray, v
         pretrain=None if start is None else {"checkpoint": run.relative(start), "settings": pretrain.to_dict()})
     record.write(run)
     return history, record
-
-
-def _without_device(settings: Any) -> dict[str, Any]:
-    """Settings without the device: a model trained on one device is reused on another."""
-    return {k: v for k, v in settings.to_dict().items() if k not in ("device", "amp_bf16")}
 
 
 # ------------------------------------------------------------------------------------------------ features
