@@ -309,3 +309,25 @@ def confusion_heatmap(table: pd.DataFrame, ax: Axes | None = None) -> Axes:
     sns.heatmap(table, annot=True, fmt="d", cbar=False, cmap="Blues", ax=ax)
     ax.set_title("retrieved first (slides, patient-level CV)")
     return ax
+
+
+def driver_precision(table: pd.DataFrame, null_range: Sequence[float] | None = None, ax: Axes | None = None) -> Axes:
+    """Driver precision@50 of each explained model with its patient-bootstrap interval (``precision@50``, ``@50 low``,
+    ``@50 high``, ``chance`` columns of :func:`gbhet_lib.interpret.stage.variant_table`), chance and 3× chance
+    (dashed), and the shuffled-pair null's 95 % range (grey band)."""
+    ax = ax or plt.subplots(figsize=(6, 0.45 * len(table) + 1.4))[1]
+    y = np.arange(len(table))
+    value = table["precision@50"].astype(float).to_numpy()
+    low = table["@50 low"].astype(float).to_numpy()
+    high = table["@50 high"].astype(float).to_numpy()
+    ax.errorbar(value, y, xerr=[np.clip(value - low, 0, None), np.clip(high - value, 0, None)], fmt="o", capsize=3)
+    chance = float(table["chance"].iloc[0])
+    ax.axvline(chance, ls="--", c="grey", label="chance")
+    ax.axvline(3 * chance, ls=":", c="grey", label="3 × chance")
+    if null_range is not None:
+        ax.axvspan(null_range[0], null_range[1], color="grey", alpha=0.2, label="shuffled-pair null (95 %)")
+    ax.set_yticks(y, table.index)
+    ax.invert_yaxis()
+    ax.set_xlabel("visible-program drivers among the top 50 genes")
+    ax.legend(loc="lower right", fontsize=8)
+    return ax

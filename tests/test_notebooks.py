@@ -25,7 +25,7 @@ SMOKE_PARAMETERS = {"n_patients": 2, "n_pool": 60, "n_genes": 400, "module_size"
                     "power_replicates": 4, "probe_folds": 2, "cv_folds": 2, "pretrain_epochs": 2, "n_boot": 200}
 #: the metrics file each stage writes (metrics/<name>.json)
 STAGE_METRICS = {"01_data": "01_data", "02_rna_encoding": "rna", "03_wsi_encoding": "wsi",
-                 "04_fusion_training": "fusion", "05_retrieval": "retrieval"}
+                 "04_fusion_training": "fusion", "05_retrieval": "retrieval", "06_interpretation": "interpret"}
 
 
 @pytest.mark.notebook
@@ -77,7 +77,7 @@ def test_all_notebooks_execute_on_the_demo_profile(tmp_path: Path) -> None:
     scored = {"best", "frozen", "chromosome", "best+fixes", "random_init", "not_fused", "linear"}
     assert scored <= set(retrieval) and retrieval["claims"]
     for variant in scored:
-        cv = {"patient_cv"} if variant != "best+fixes" else set()  # cv_fixes is off by default
+        cv = {"patient_cv"}  # cv_fixes is on by default: the loss-fixed model is trained on the folds too
         assert set(retrieval[variant]) == {"patch", "slide", "lineage"} | cv, variant
         for m in retrieval[variant].values():
             assert 0 <= m["percentile"] <= 1 and 0 < m["lineage_top1_chance"] < 1 and m["n_queries"] > 0
@@ -86,6 +86,14 @@ def test_all_notebooks_execute_on_the_demo_profile(tmp_path: Path) -> None:
             balanced = retrieval[variant]["patient_cv"]["held_out_gallery_balanced"]
             assert balanced["null_percentile"] == pytest.approx(0.5)
     assert retrieval["best"]["patient_cv"]["n_folds"] == 2 and retrieval["best"]["patch"]["n_folds"] == 1
+    interpret = json.loads((config.run_dir / "metrics" / "interpret.json").read_text())
+    assert set(interpret["variants"]) == {"best", "best+fixes", "frozen", "chromosome"} and interpret["claims"]
+    assert len(interpret["top_genes"]) == 50 and all(0 < g["permutation_p"] <= 1 for g in interpret["top_genes"])
+    assert 0 < interpret["driver_chance"] < 1 and 0 <= interpret["driver_precision_at_50"] <= 1
+    assert set(interpret["invisible_program_hits"]) == {"immune", "neural", "mesenchymal"}
+    assert interpret["heatmap_slides"] == wsi["n_slides"] and interpret["heatmap_structure_rho"]
+    assert len(list((config.run_dir / "figures" / "06_heatmaps").glob("*.png"))) == wsi["n_slides"]
+    assert 0 <= interpret["cindex"] <= 1 and "skipped" in interpret["survival"]["embedding_clusters"]  # 2 patients
     # the same training from the command line (what runs on the GPU machine), on the recorded split
     from gbhet_lib.cli import main
     from gbhet_lib.fusion.stage import read_split, read_trained
@@ -135,6 +143,8 @@ def test_every_chapter_runs_the_reference_profile_offline_from_the_mirror(tmp_pa
     assert fusion["variants"]["chromosome"]["lineage"]["epochs"] == 2
     retrieval = json.loads((config.run_dir / "metrics" / "retrieval.json").read_text())
     assert retrieval["best"]["patient_cv"]["n_folds"] == 2 and retrieval["claims"]
+    interpret = json.loads((config.run_dir / "metrics" / "interpret.json").read_text())
+    assert interpret["claims"] and "logrank_p" in interpret["survival"]["subtype"]
 
 
 def test_notebooks_are_stored_without_outputs_and_with_parameters() -> None:

@@ -11,6 +11,7 @@ Files (tables are TSV; expression is genes × samples)::
     pool_clinical.tsv          the same for the pool samples
     ppi_edges.tsv              symbol_a, symbol_b, combined_score
     slides/<slide_id>.tiff     pyramidal slides: one or more sections per lineage, each stained on its own
+    slides/<slide_id>.structures.npz  synthetic only: maps of the planted structures (Cohort.planted_structures)
     truth.json                 what is known by construction (see :class:`CohortTruth`)
     cohort.json                kind, expression unit, generator settings, file sizes: written last, marks completion
 
@@ -27,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from ..io import read_json, write_json_atomic, write_table_atomic
@@ -131,6 +133,15 @@ class Cohort:
             raise KeyError(f"slide {slide_id!r} is not in {self.root / SLIDE_TABLE}; slides are named like "
                            f"{list(self.slides.index[:2])}")
         return self.root / self.slides.loc[slide_id, "slide_file"]
+
+    def planted_structures(self, slide_id: str) -> dict[str, np.ndarray] | None:
+        """What the synthetic renderer planted in one slide, read from ``slides/<slide_id>.structures.npz``: float32
+        maps on the coarse grid (``necrosis``, ``vessels``: share of each cell, 0–1; ``cellularity``: intact nuclei
+        per cell; ``tissue``: 0/1), ``coarse_step`` (int, level-0 pixels per map cell) and ``mpp`` (level-0 µm/px).
+        None when the file is absent (a real slide, or a cohort made before the maps were written)."""
+        from .synthetic.slides import read_structures, structures_path  # lazy: synthetic imports this module
+
+        return read_structures(structures_path(self.slide_path(slide_id)))
 
     def lineage_slides(self, lineage_id: str) -> list[str]:
         """The slide ids of one lineage, in section order."""

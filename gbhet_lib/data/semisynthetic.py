@@ -25,7 +25,7 @@ from .cohort import SLIDES, read_cohort_metadata, write_cohort
 from .synthetic.programs import PROGRAMS, VISIBLE_PROGRAMS
 from .synthetic.slides import SlideGeometry, render_lineage_slides
 
-GENERATOR_VERSION = "2"  # 2: two or more slides per lineage (slides.tsv)
+GENERATOR_VERSION = "3"  # 2: two or more slides per lineage (slides.tsv); 3: planted structure maps per slide
 
 #: program → gene-set names whose union scores it (Hallmark names as in MSigDB; Verhaak 2010 as in GlioVis)
 DEFAULT_PROGRAM_SETS: dict[str, tuple[str, ...]] = {

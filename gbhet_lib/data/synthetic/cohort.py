@@ -28,7 +28,7 @@ from .ppi import make_ppi_edges
 from .programs import PROGRAMS, VISIBLE_PROGRAMS, draw_cohort_activities, draw_pool_activities
 from .slides import ProgramEffects, SlideGeometry, render_lineage_slides
 
-GENERATOR_VERSION = "3"  # bump when the same spec and seed would give other output
+GENERATOR_VERSION = "4"  # 4: planted structure maps beside each slide; bump when the same spec and seed would give other output
 
 
 @dataclass(frozen=True)

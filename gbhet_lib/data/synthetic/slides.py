@@ -10,13 +10,15 @@ between slides behaves like real stain variation. What each visible program does
 * ``angiogenesis``: vessel density, wall thickness and glomeruloid tufts.
 
 Invisible programs are never read. Slides are written as pyramidal, 256×256 JPEG-tiled TIFFs with
-µm/px in the resolution tags, which openslide opens as ``generic-tiff``.
+µm/px in the resolution tags, which openslide opens as ``generic-tiff``. Beside each slide,
+``<slide_id>.structures.npz`` holds maps of what was planted (:attr:`RenderedSlide.structures`, on the coarse
+grid), so a reader can check whether a model's hot patches fall on necrosis, vessels or dense nuclei.
 """
 from __future__ import annotations
 
 import concurrent.futures as futures
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
@@ -33,6 +35,8 @@ _H_VECTOR = np.array([0.650, 0.704, 0.286], np.float32)  # Ruifrok & Johnston 20
 _E_VECTOR = np.array([0.072, 0.990, 0.105], np.float32)
 _BLOOD_VECTOR = np.array([0.08, 1.15, 0.95], np.float32)  # erythrocytes: absorb green and blue, pass red
 _COARSE = 8  # coarse grid step (level-0 px) for smooth fields
+STRUCTURES_SUFFIX = ".structures.npz"  # planted-structure maps beside each slide: <slide_id>.structures.npz
+STRUCTURE_NAMES = ("necrosis", "vessels", "cellularity", "tissue")
 
 
 @dataclass(frozen=True)
@@ -102,10 +106,18 @@ class ProgramEffects:
 
 @dataclass(frozen=True)
 class RenderedSlide:
-    """Level-0 RGB pixels (H×W×3 uint8) and what was drawn (fractions are of the slide area)."""
+    """Level-0 RGB pixels (H×W×3 uint8) and what was drawn (fractions are of the slide area).
+
+    ``structures``: maps of what was planted, float32 on the coarse grid (one value per ``_COARSE``×``_COARSE``
+    block of level-0 pixels, shape (H // 8, W // 8)): ``necrosis`` (necrotic share of the block, 0–1),
+    ``vessels`` (share inside a vessel wall or lumen, 0–1), ``cellularity`` (intact nuclei seeded in the block:
+    the Poisson count, 0 in necrosis, whose nuclei are debris) and ``tissue`` (1 where at least half of the
+    block is tissue, else 0).
+    """
 
     rgb: np.ndarray
     stats: dict[str, float]
+    structures: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def render_slide(
@@ -165,7 +177,8 @@ def render_slide(
     _stamp_nuclei(stain_h, ny, nx, darkness, ~in_necrosis, mpp, rng)
 
     blood = np.zeros_like(stain_h)
-    n_vessels = _draw_vessels(stain_h, stain_e, blood, tissue & ~necrosis, ang, mpp, rng, fx)
+    vessel_mask = np.zeros((h, w), bool)
+    n_vessels = _draw_vessels(stain_h, stain_e, blood, tissue & ~necrosis, ang, mpp, rng, fx, vessel_mask)
 
     grain = rng.standard_normal((h, w), dtype=np.float32)
     stain_h += 0.015 * grain
@@ -178,7 +191,13 @@ def render_slide(
         "nuclei_per_mm2_tissue": float(len(ny) / max(tissue.sum() * (mpp * 1e-3) ** 2, 1e-12)),
         "vessels": int(n_vessels),
     }
-    return RenderedSlide(rgb=rgb, stats=stats)
+    structures = {
+        "necrosis": _block_fraction(necrosis),
+        "vessels": _block_fraction(vessel_mask),
+        "cellularity": np.where(coarse_necrosis, 0, n_per_cell).astype(np.float32),
+        "tissue": (_block_fraction(tissue) >= 0.5).astype(np.float32),
+    }
+    return RenderedSlide(rgb=rgb, stats=stats, structures=structures)
 
 
 def _compose_rgb(stain_h: np.ndarray, stain_e: np.ndarray, blood: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -234,6 +253,12 @@ def _upsample(field: np.ndarray, factor: int) -> np.ndarray:
     return np.asarray(image.resize(size, Image.Resampling.BILINEAR), dtype=np.float32)
 
 
+def _block_fraction(mask: np.ndarray, factor: int = _COARSE) -> np.ndarray:
+    """Share of each ``factor``×``factor`` block of a level-0 boolean mask that is set (float32, coarse grid)."""
+    h, w = mask.shape
+    return mask.reshape(h // factor, factor, w // factor, factor).mean(axis=(1, 3), dtype=np.float32)
+
+
 def _block_mean(rgb: np.ndarray, factor: int) -> np.ndarray:
     h, w = (rgb.shape[0] // factor) * factor, (rgb.shape[1] // factor) * factor
     blocks = rgb[:h, :w].reshape(h // factor, factor, w // factor, factor, 3)
@@ -276,8 +301,11 @@ def _stamp_nuclei(stain_h: np.ndarray, ny: np.ndarray, nx: np.ndarray, darkness:
 
 
 def _draw_vessels(stain_h: np.ndarray, stain_e: np.ndarray, blood: np.ndarray, allowed: np.ndarray, ang: float,
-                  mpp: float, rng: np.random.Generator, fx: ProgramEffects) -> int:
-    """Draw vessels (lumen with red cells, endothelial wall) in place; returns how many were drawn."""
+                  mpp: float, rng: np.random.Generator, fx: ProgramEffects, mask: np.ndarray | None = None) -> int:
+    """Draw vessels (lumen with red cells, endothelial wall) in place; returns how many were drawn.
+
+    ``mask`` (level-0 bool, optional) is set wherever a wall or lumen is drawn; it draws nothing from ``rng``.
+    """
     h, w = allowed.shape
     area_mm2 = allowed.sum() * (mpp * 1e-3) ** 2
     relative_density = 2.0 / (1.0 + np.exp(-fx.vessel_density_slope * ang))
@@ -312,6 +340,8 @@ def _draw_vessels(stain_h: np.ndarray, stain_e: np.ndarray, blood: np.ndarray, a
             sub_e[in_lumen] = 0.05 if filled else 0.03
             if filled:
                 blood[ya:yb, xa:xb][in_lumen] = rng.uniform(0.7, 1.0)
+            if mask is not None:
+                mask[ya:yb, xa:xb] |= in_wall | in_lumen
             drawn += 1
     return drawn
 
@@ -374,4 +404,35 @@ def _render_to_file(folder: Path, sample_id: str, activity: dict[str, float], ge
     target = folder / f"{sample_id}.tiff"
     with atomic_path(target) as tmp:
         write_pyramidal_tiff(tmp, slide.rgb, geometry, description=f"{description} {sample_id}")
+    write_structures(structures_path(target), slide.structures, geometry.mpp)
     return target.name, slide.stats
+
+
+def structures_path(slide_file: str | Path) -> Path:
+    """Where the planted-structure maps of a slide file live: ``<folder>/<stem>.structures.npz``."""
+    slide_file = Path(slide_file)
+    return slide_file.with_name(slide_file.stem + STRUCTURES_SUFFIX)
+
+
+def write_structures(path: str | Path, structures: Mapping[str, np.ndarray], mpp: float,
+                     coarse_step: int = _COARSE) -> Path:
+    """Write planted-structure maps atomically as a compressed npz (maps as float16, plus ``coarse_step``: level-0
+    pixels per map cell, and ``mpp``: level-0 µm/px)."""
+    arrays = {name: np.asarray(m, dtype=np.float16) for name, m in structures.items()}
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:  # a file handle: numpy would append .npz to a name
+        np.savez_compressed(handle, **arrays, coarse_step=np.int64(coarse_step), mpp=np.float64(mpp))
+    return Path(path)
+
+
+def read_structures(path: str | Path) -> dict[str, np.ndarray] | None:
+    """Planted-structure maps written by :func:`write_structures` (float32), with ``coarse_step`` (int) and ``mpp``
+    (float) when present; None when the file does not exist (a real slide, or a cohort made before the maps)."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    with np.load(path) as saved:
+        out: dict = {name: saved[name].astype(np.float32) for name in saved.files if name not in ("coarse_step", "mpp")}
+        out["coarse_step"] = int(saved["coarse_step"]) if "coarse_step" in saved.files else _COARSE
+        if "mpp" in saved.files:
+            out["mpp"] = float(saved["mpp"])
+    return out
