@@ -532,6 +532,14 @@ def patient_embeddings(run_dir: str | Path, name: str, folds: Mapping[str, Any],
     return pd.concat(parts).groupby(level=0).mean()
 
 
+AGE_COLUMNS = ("age_years", "age")  # the demo's and the reference tables' names
+
+
+def age_column(clinical: Any) -> str | None:
+    """The clinical table's age column (years), or None."""
+    return next((c for c in AGE_COLUMNS if c in clinical), None)
+
+
 def program_hazards(expression: Any, clinical: Any, gene_sets: Mapping[str, Sequence[str]],
                     planted: Mapping[str, float] | None = None, seed: int = 0) -> Any:
     """Per gene set, a Cox model of overall survival on its score (scanpy ``score_genes``, per SD) with age:
@@ -547,10 +555,12 @@ def program_hazards(expression: Any, clinical: Any, gene_sets: Mapping[str, Sequ
             continue
         score = gene_set_score(expression, genes, seed)
         covariates = pd.DataFrame({"score": (score - score.mean()) / score.std()}, index=score.index)
-        if "age_years" in clinical and clinical["age_years"].notna().all():
-            covariates["age_years"] = clinical.loc[covariates.index, "age_years"].astype(float)
-        fit = cox_model(clinical.loc[covariates.index, "os_days"], clinical.loc[covariates.index, "os_event"],
-                        covariates)
+        age = age_column(clinical)
+        if age is not None:
+            covariates["age_years"] = clinical.loc[covariates.index, age].astype(float)
+        known = clinical.loc[covariates.index, ["os_days", "os_event"]].notna().all(axis=1) & covariates.notna().all(1)
+        fit = cox_model(clinical.loc[known[known].index, "os_days"], clinical.loc[known[known].index, "os_event"],
+                        covariates[known])
         rows[name] = fit.summary.loc["score"].to_dict()
         if planted is not None:
             rows[name]["planted_log_hazard"] = float(planted.get(name, 0.0))
@@ -575,7 +585,7 @@ def survival_analyses(cohort: Any, expression: Any, top_genes: Sequence[str], em
     planted = cohort.truth.survival.get("os") if cohort.kind == "synthetic" else None
     hazards = program_hazards(expression, clinical, gene_sets, planted, seed)
     score = gene_set_score(expression, top_genes, seed).rename("top-gene score")
-    by_score = score_survival(clinical, score, n_boot=n_boot, seed=seed)
+    by_score = score_survival(clinical, score, age_column=age_column(clinical), n_boot=n_boot, seed=seed)
     out = {"program_hazards": hazards.to_dict(orient="index"),
            "top_gene_score": {k: by_score[k] for k in ("n", "events", "logrank_p", "cindex", "cindex_ci", "power")},
            "comparisons": {"top-gene score (pool)": by_score["groups"]}}
@@ -586,10 +596,11 @@ def survival_analyses(cohort: Any, expression: Any, top_genes: Sequence[str], em
         by_subtype = compare_groups(clinical["os_days"], clinical["os_event"], clinical["subtype"], "subtype")
         out["subtype"] = {"logrank_p": by_subtype.logrank_p, "n": int(len(by_subtype.groups))}
         out["comparisons"]["subtype (pool)"] = by_subtype
-        aged = clinical.dropna(subset=["age_years", "os_days", "os_event"])
+        age = age_column(clinical)
+        aged = clinical.dropna(subset=[age, "os_days", "os_event"]) if age else clinical.iloc[:0]
         if len(aged) > 10:
-            age = cox_model(aged["os_days"], aged["os_event"], aged[["age_years"]]).summary.loc["age_years"]
-            out["age"] = {k: float(v) for k, v in age.items()}
+            fit = cox_model(aged["os_days"], aged["os_event"], aged[[age]].astype(float)).summary.loc[age]
+            out["age"] = {k: float(v) for k, v in fit.items()}
     try:
         by_cluster = cluster_survival(embeddings, cohort.patients.loc[embeddings.index], 2, seed)
     except ValueError as error:  # too few patients to cluster
@@ -671,9 +682,9 @@ def interpret_claims(summary: Mapping[str, Any], survival: Mapping[str, Any] | N
                             f"at chance ({told}): the gene ranking favours some genes whatever the pairing, which is "
                             "why every list is tested against this null", abs(value - chance),
                             at_least=1e-12, null=0.0, null_name="chance", interval=(low, high), units="patients"))
-    hazards = (survival or {}).get("program_hazards")
-    if hazards:
-        planted = {p: h for p, h in hazards.items() if h.get("planted_log_hazard", 0.0) != 0.0}
+    hazards = (survival or {}).get("program_hazards") or {}
+    planted = {p: h for p, h in hazards.items() if h.get("planted_log_hazard", 0.0) != 0.0}
+    if planted:
         found = [p for p, h in planted.items()
                  if h["p"] < alpha and np.sign(np.log(h["hazard_ratio"])) == np.sign(h["planted_log_hazard"])]
         claims.append(check("interpret.survival.planted_hazards_found", f"On the RNA pool, Cox models with age find "
