@@ -164,3 +164,27 @@ def test_claims_follow_the_measurements() -> None:
     claims = {c.id: c for c in stage.interpret_claims({"variants": {}}, hazards)}
     assert "interpret.survival.planted_hazards_missed" in claims  # neural: right p, wrong sign
     assert evaluate(claims["interpret.survival.planted_hazards_missed"])
+
+
+def test_structures_at_patches_and_their_correlation() -> None:
+    grid = np.zeros((8, 8), dtype=np.float32)
+    grid[:4, :4] = 1.0  # necrosis in the top-left quarter (coarse cells of 8 level-0 px)
+    geometry = pd.DataFrame({"x": [0, 32, 0], "y": [0, 0, 32], "size": [32, 32, 32]}, index=["p0", "p1", "p2"])
+    at = stage.structure_at_patches({"necrosis": grid, "coarse_step": 8, "mpp": 0.5}, geometry)
+    assert list(at.columns) == ["necrosis"] and at["necrosis"].tolist() == [1.0, 0.0, 0.0]
+    maps = pd.DataFrame({"rho_necrosis": [0.5, -0.1, np.nan], "fold": ["a", "b", "c"]})
+    table = stage.structure_correlation(maps)
+    assert table.loc["necrosis", "slides"] == 2 and table.loc["necrosis", "positive"] == 1
+    assert table.loc["necrosis", "mean rho"] == pytest.approx(0.2)
+    assert stage.structure_correlation(maps[["fold"]]).empty
+
+
+def test_verdict_says_only_what_was_measured() -> None:
+    entry = {"driver_precision_at_50": 0.08, "driver_chance": 0.036, "driver_precision_at_50_ci": (0.02, 0.14),
+             "permutation_p_top50": 0.6, "invisible_module_hits": 30, "invisible_module_expected": 9.0}
+    survival = {"embedding_clusters": {"n": 8, "events": 8, "logrank_p": 0.6, "power": 0.16},
+                "top_gene_score": {"n": 300, "cindex": 0.5, "cindex_ci": (0.46, 0.55), "logrank_p": 0.9}}
+    text = stage.verdict({"variants": {"best": entry}}, survival)
+    assert "not shown to reflect" in text and "too few patients" in text and "not shown to be prognostic" in text
+    entry |= {"driver_precision_at_50": 0.3, "permutation_p_top50": 0.01}
+    assert "the list reflects what the images show" in stage.verdict({"variants": {"best": entry}}, {})

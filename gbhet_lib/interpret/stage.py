@@ -713,8 +713,21 @@ def interpret_claims(summary: Mapping[str, Any], survival: Mapping[str, Any] | N
     return claims
 
 
+def enrichment_sentences(enriched: Any, invisible: Sequence[str] = (), q: float = 0.05) -> list[str]:
+    """What the enrichment found at ``q``, per test, naming the sets of programs the images cannot show."""
+    lines = []
+    for test, rows in enriched.groupby("test", sort=False) if len(enriched) else ():
+        hits = list(rows.loc[rows["q"] < q, "set"])
+        hidden = [h for h in hits if h in set(invisible)]
+        lines.append(f"- Enrichment ({test}) of `best`'s genes at q < {q}: {len(hits)} set(s)"
+                     + (f" ({', '.join(map(str, hits[:8]))}{', …' if len(hits) > 8 else ''})" if hits else "")
+                     + (f", including {len(hidden)} program(s) the images cannot show ({', '.join(hidden)}): "
+                        "enrichment of this list does not by itself show what the images see." if hidden else "."))
+    return lines
+
+
 def verdict(summary: Mapping[str, Any], survival: Mapping[str, Any], main: str = "best",
-            fold: float = 3.0, alpha: float = 0.05) -> str:
+            fold: float = 3.0, alpha: float = 0.05, enriched: Any = None, invisible: Sequence[str] = ()) -> str:
     """The chapter's conclusion in sentences written from the measured numbers (nothing else)."""
     lines = []
     for name, e in summary.get("variants", {}).items():
@@ -738,6 +751,8 @@ def verdict(summary: Mapping[str, Any], survival: Mapping[str, Any], main: str =
                      f"training seeds, {e['topgene_jaccard_across_folds']:.2f} between folds"
                      + (f", {e['jaccard_gradcam_vs_ig']:.2f} with integrated gradients." if "jaccard_gradcam_vs_ig"
                         in e else "."))
+    if enriched is not None:
+        lines += enrichment_sentences(enriched, invisible, alpha)
     hazards = survival.get("program_hazards") or {}
     planted = [p for p, h in hazards.items() if h.get("planted_log_hazard", 0.0) != 0.0]
     if planted:
