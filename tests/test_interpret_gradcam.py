@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from gbhet_lib.fusion.data import PairedPatches
+from gbhet_lib.fusion.data import PairedPatches, shuffled_pairing
 from gbhet_lib.fusion.model import FusionModel
 from gbhet_lib.interpret import gradcam, stage
 from gbhet_lib.rna.model import ClusterTokenTransformer
@@ -111,13 +111,13 @@ def test_weights_frequency_and_ranking() -> None:
 
 def test_shuffled_pairing_gives_every_lineage_another_patients_profile() -> None:
     data = _pairs()
-    shuffled = stage.shuffled_pairing(data, seed=3)
+    shuffled = shuffled_pairing(data, seed=3)
     values, original = shuffled.rna.values, data.rna.values
     source = [int(np.flatnonzero((original == row).all(1))[0]) for row in values]
     assert sorted(source) == list(range(4))
     assert all(data.lineage_patient[s] != data.lineage_patient[i] for i, s in enumerate(source))
     assert (shuffled.patch_lineage == data.patch_lineage).all() and not shuffled.excluded["shuffled_within_patient"]
-    lopsided = stage.shuffled_pairing(_pairs(3, 2, ("A", "A", "B")), seed=0)  # no patient-level derangement exists
+    lopsided = shuffled_pairing(_pairs(3, 2, ("A", "A", "B")), seed=0)  # no patient-level derangement exists
     assert lopsided.excluded["shuffled_within_patient"]
     assert not (lopsided.rna.values == _pairs(3, 2, ("A", "A", "B")).rna.values).all(1).any()
 

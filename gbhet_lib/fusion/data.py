@@ -263,6 +263,31 @@ class PairedPatches:
                 "patients": len(np.unique(self.lineage_patient[lineages]))}
 
 
+def shuffled_pairing(data: PairedPatches, seed: int = 0) -> PairedPatches:
+    """The same pairs with the lineage RNA profiles permuted across patients: every lineage gets the profile of
+    a lineage of another patient (a derangement at patient level, drawn from ``seed``), so the images carry no
+    information about their new profile. Patches, slides, lineages, patients and splits are unchanged. When one
+    patient holds more than half of the lineages (tiny cohorts) no such permutation exists and every lineage gets
+    another lineage's profile instead (``excluded["shuffled_within_patient"]`` is then True). This is chapter 6's
+    shuffled-pair null: whatever a model trained on these pairs "explains" comes from the method, not the images."""
+    patients = np.asarray(data.lineage_patient)
+    rng = np.random.default_rng(seed)
+    feasible = np.unique(patients, return_counts=True)[1].max() * 2 <= len(patients)
+    for _ in range(10_000):  # rejection sampling: a random derangement turns up in a few draws
+        order = rng.permutation(len(patients))
+        clash = patients[order] == patients if feasible else order == np.arange(len(patients))
+        if not clash.any():
+            break
+    else:
+        raise ValueError(f"could not permute the {len(patients)} lineage profiles; the shuffled-pair null needs at "
+                         "least two lineages")
+    rna = data.rna
+    permuted = TokenData(rna.values[order], rna.token_index, rna.token_names, rna.samples, rna.genes)
+    return PairedPatches(data.images, data.patch_lineage, data.patch_slide, data.patch_key, permuted,
+                         data.lineage_patient, dict(data.excluded, shuffled_pairing_seed=int(seed),
+                                                      shuffled_within_patient=not feasible))
+
+
 def pair_patches(images: Images, patch_slide: Sequence[str], patch_key: Sequence[str],
                  slide_lineage: Mapping[str, str], lineage_patient: Mapping[str, str],
                  rna: TokenData) -> PairedPatches:

@@ -347,7 +347,7 @@ def rna_encoder_for(run_dir: str | Path, token_set: str, device: str = "cpu", pr
 # ------------------------------------------------------------------------------------------------ training
 def train_variant(run_dir: str | Path, variant: str, policy: str = "patch", device: str = "cpu",
                   progress: bool = True, data=None, name: str | None = None, study_seed: int | None = None,
-                  memory_budget_bytes: int | None = None,
+                  memory_budget_bytes: int | None = None, shuffled_pairing_seed: int | None = None,
                   **overrides: Any) -> dict[str, Any]:
     """Train ``variant`` on the training pairs of the ``policy`` split of a run (what ``gbhet train-fusion``
     runs). Resumes a checkpoint of the same settings; a finished one is not retrained.
@@ -359,7 +359,8 @@ def train_variant(run_dir: str | Path, variant: str, policy: str = "patch", devi
     (``study_seed``, default the run's ``config.json``), the variant and the split, so ``gbhet run --seed 1``
     starts every fusion model differently while ``best`` and ``best+fixes`` start from the same weights (a paired
     comparison). ``memory_budget_bytes``: stream the patches from chapter 3's stores when they exceed it (see
-    :func:`load_pairing`).
+    :func:`load_pairing`). ``shuffled_pairing_seed``: train on the pairs with the lineage profiles permuted across
+    patients (:func:`~gbhet_lib.fusion.data.shuffled_pairing`; chapter 6's null), recorded in the record.
 
     Returns the record written to ``models/fusion/<name>-<policy>.json``: checkpoint, split digest, settings,
     pairs, excluded patches, trainable parameters, device, and the history (one dict per epoch).
@@ -380,6 +381,10 @@ def train_variant(run_dir: str | Path, variant: str, policy: str = "patch", devi
         token_set = variant_tokens(variant)
         if data is None:
             data = load_pairing(run_dir, token_set, wsi_record["encoder"]["img_size"], memory_budget_bytes)
+        if shuffled_pairing_seed is not None:
+            from .data import shuffled_pairing
+
+            data = shuffled_pairing(data, shuffled_pairing_seed)
         split = read_split(run_dir, policy)
         train_rows, held_rows = split_rows(data, split)
         if world > 1:  # rank 0 makes the encoders (one training, not one per rank), then every rank reads them
@@ -396,6 +401,7 @@ def train_variant(run_dir: str | Path, variant: str, policy: str = "patch", devi
                                             "amp_bf16": use_bf16(device), **overrides, "device": device})
         extra = {"name": name, "variant": variant, "policy": policy, "split_digest": split["digest"],
                  "token_set": token_set,
+                 **({} if shuffled_pairing_seed is None else {"shuffled_pairing_seed": int(shuffled_pairing_seed)}),
                  "wsi_encoder": str(wsi_path.relative_to(run_dir)), "rna_encoder": str(rna_path.relative_to(run_dir))}
         folder = settings_folder(RunDir.of(run_dir).fusion_models, f"{name}-{policy}", config.to_dict(), extra, world)
         history = train_fusion(config, data.subset(train_rows), image_encoder, rna_encoder, folder,

@@ -213,7 +213,7 @@ def slide_heatmap_figure(slide_id: str, thumbnail: np.ndarray, downsample: float
         scores: (n,) match scores; the best is :func:`best_patch`.
         patch: uint8 (S, S, 3), the best patch as the model saw it; gradient: (3, S, S) or (S, S, 3) for it.
         structures: maps from :meth:`Cohort.planted_structures` (``coarse_step`` level-0 px per cell, default 8).
-        title_extra: appended to the title (e.g. the lineage or the retrieval rank).
+        title_extra: shown in brackets after the slide id (e.g. the model and fold).
     """
     thumbnail = np.asarray(thumbnail)
     scores = np.asarray(scores, dtype=np.float64).reshape(-1)
@@ -260,7 +260,7 @@ def slide_heatmap_figure(slide_id: str, thumbnail: np.ndarray, downsample: float
     for ax in axes:
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.suptitle(f"{slide_id}{title_extra}", fontsize=11)
+    fig.suptitle(f"{slide_id} ({title_extra})" if title_extra else slide_id, fontsize=11)
     fig.tight_layout()
     return fig
 

@@ -24,11 +24,11 @@ with every lineage weighing the same (``weighting="lineage"``; the paper's per-p
 genes beside it (each patch's |attribution| scaled to sum 1, then the same weighted mean).
 
 **Is it signal?** The same pipeline on models trained with the lineage profiles permuted across patients
-(:func:`shuffled_pairing`; ``null_replicates`` permutations, each trained on every fold). A gene's empirical p is the
-share of the null's gene scores (every gene of every replicate, pooled) at or above its score. The top list's p
-compares its driver precision with the null's, resampled over the null's held-out lineages (``n_boot`` times per
-replicate) so that its resolution does not rest on the few replicates a CPU can train. Stability: Jaccard of the top
-genes between training seeds (``<v>_seed<s>``, the same folds) and between folds.
+(:func:`~gbhet_lib.fusion.data.shuffled_pairing`; ``null_replicates`` permutations, each trained on every fold). A
+gene's empirical p is the share of the null's gene scores (every gene of every replicate, pooled) at or above its
+score. The top list's p compares its driver precision with the null's, resampled over the null's held-out patients
+(``n_boot`` times per replicate) so that its resolution does not rest on the few replicates a CPU can train.
+Stability: Jaccard of the top genes between training seeds (``<v>_seed<s>``, the same folds) and between folds.
 
 Importing this module needs only numpy and the standard library.
 """
@@ -46,33 +46,6 @@ TOP_LISTS = (20, 50)
 
 
 # ------------------------------------------------------------------------------------------------ models
-def shuffled_pairing(data: Any, seed: int = 0) -> Any:
-    """The same pairs with the lineage RNA profiles permuted across patients: every lineage gets the profile of
-    a lineage of another patient (a derangement at patient level, drawn from ``seed``), so the images carry no
-    information about their new profile. Patches, slides, lineages, patients and splits are unchanged. When one
-    patient holds more than half of the lineages (tiny cohorts) no such permutation exists and every lineage gets
-    another lineage's profile instead (``excluded["shuffled_within_patient"]`` is then True)."""
-    from ..fusion.data import PairedPatches
-    from ..rna.train import TokenData
-
-    patients = np.asarray(data.lineage_patient)
-    rng = np.random.default_rng(seed)
-    feasible = np.unique(patients, return_counts=True)[1].max() * 2 <= len(patients)
-    for _ in range(10_000):  # rejection sampling: a random derangement turns up in a few draws
-        order = rng.permutation(len(patients))
-        clash = patients[order] == patients if feasible else order == np.arange(len(patients))
-        if not clash.any():
-            break
-    else:
-        raise ValueError(f"could not permute the {len(patients)} lineage profiles; the shuffled-pair null needs at "
-                         "least two lineages")
-    rna = data.rna
-    permuted = TokenData(rna.values[order], rna.token_index, rna.token_names, rna.samples, rna.genes)
-    return PairedPatches(data.images, data.patch_lineage, data.patch_slide, data.patch_key, permuted,
-                         data.lineage_patient, dict(data.excluded, shuffled_pairing_seed=int(seed),
-                                                      shuffled_within_patient=not feasible))
-
-
 def null_name(variant: str, replicate: int) -> str:
     return f"{variant}_shuffled{replicate}"
 
@@ -89,30 +62,33 @@ def train_interpretation_models(run_dir: str | Path, variants: Sequence[str], fo
                                 progress: bool = True) -> dict[str, dict[str, Any]]:
     """Train what the chapter explains and chapters 4–5 did not: ``variants`` on every patient fold (a name
     ``<v>+fixes`` is ``v`` with ``fixes``), ``null_replicates`` shuffled-pair nulls of ``null_variant``
-    (:func:`shuffled_pairing`, seeds 0, 1, …) and ``null_variant`` again from other study seeds (``study_seed`` +
-    each of ``seed_offsets``), with the same ``settings``. Finished trainings are reused.
+    (:func:`~gbhet_lib.fusion.data.shuffled_pairing`, seeds 0, 1, …; ``gbhet train-fusion --shuffled-pairing``)
+    and ``null_variant`` again from other study seeds (``study_seed`` + each of ``seed_offsets``), with the same
+    ``settings``. Finished trainings are reused.
 
     Returns kind (``variants``, ``null``, ``seeds``) → model name → the pairs it was trained on (and is explained
     on)."""
     from tqdm.auto import tqdm
 
     from ..evaluate.stage import train_cv_models
+    from ..fusion.data import shuffled_pairing
     from ..fusion.stage import train_variant
     from ..fusion.train import variant_tokens
 
     settings = dict(settings or {})
     train_cv_models(run_dir, variants, folds, pairs, device, settings, fixes)
     data = pairs[variant_tokens(null_variant)]
-    null = {null_name(null_variant, r): (shuffled_pairing(data, r), study_seed) for r in range(null_replicates)}
-    seeds = {seed_name(null_variant, s): (data, study_seed + s) for s in seed_offsets}
-    with tqdm(total=(len(null) + len(seeds)) * len(folds), desc="null and seed models", disable=not progress) as bar:
-        for name, (job_data, job_seed) in (null | seeds).items():
+    jobs = [(null_name(null_variant, r), study_seed, r) for r in range(null_replicates)]
+    jobs += [(seed_name(null_variant, s), study_seed + s, None) for s in seed_offsets]
+    with tqdm(total=len(jobs) * len(folds), desc="null and seed models", disable=not progress) as bar:
+        for name, job_seed, shuffle in jobs:
             for fold in folds:
-                train_variant(run_dir, null_variant, fold, device, progress=False, data=job_data, name=name,
-                              study_seed=job_seed, **settings)
+                train_variant(run_dir, null_variant, fold, device, progress=False, data=data, name=name,
+                              study_seed=job_seed, shuffled_pairing_seed=shuffle, **settings)
                 bar.update()
     return {"variants": {v: pairs[variant_tokens(v.partition("+")[0])] for v in variants},
-            "null": {n: d for n, (d, _) in null.items()}, "seeds": {n: d for n, (d, _) in seeds.items()}}
+            "null": {null_name(null_variant, r): shuffled_pairing(data, r) for r in range(null_replicates)},
+            "seeds": {seed_name(null_variant, s): data for s in seed_offsets}}
 
 
 # ------------------------------------------------------------------------------------------------ attributions
@@ -154,7 +130,8 @@ def cv_attributions(run_dir: str | Path, name: str, folds: Mapping[str, Any], da
                     integrated: bool = True, ig_steps: int = 16) -> CvAttributions:
     """Grad-CAM (and integrated gradients) of every held-out patch of ``folds`` by the model ``name`` trained on
     its fold (loaded with :func:`~gbhet_lib.evaluate.models.load_trained`, which refuses another split's model).
-    ``data`` must be the pairs the model was trained on (for a shuffled-pair null, :func:`shuffled_pairing`'s)."""
+    ``data`` must be the pairs the model was trained on (for a shuffled-pair null,
+    :func:`~gbhet_lib.fusion.data.shuffled_pairing`'s)."""
     from ..evaluate.models import load_trained
     from ..fusion.stage import read_split, split_rows
     from .gradcam import integrated_gradients, rna_gradcam, top_genes_per_patch
@@ -399,9 +376,9 @@ def slide_heatmaps(run_dir: str | Path, cohort: Any, name: str, folds: Mapping[s
             save_figure(fig, path)
             plt.close(fig)
             entry = {"slide": slide_id, "fold": fold, "lineage": data.lineage_ids[data.patch_lineage[row]],
-                     "patches": int(mine.sum()), "figure": str(path)}
+                     "patient": str(data.patch_patient[row]), "patches": int(mine.sum()), "figure": str(path)}
             if structures is not None and mine.sum() >= 3:
-                at = structure_at_patches(structures, geo)
+                at = structure_at_patches(structures, geo).drop(columns="tissue", errors="ignore")  # a mask only
                 for column in at.columns:
                     rho = spearmanr(scores[mine], at[column]).statistic if at[column].nunique() > 1 else np.nan
                     entry[f"rho_{column}"] = float(rho)
@@ -411,7 +388,8 @@ def slide_heatmaps(run_dir: str | Path, cohort: Any, name: str, folds: Mapping[s
 
 # ------------------------------------------------------------------------------------------------ summaries
 def explain_all(run_dir: str | Path, models: Mapping[str, Mapping[str, Any]], folds: Mapping[str, Any],
-                device: str = "cpu", integrated: Sequence[str] = (), progress: bool = True) -> dict[str, CvAttributions]:
+                device: str = "cpu", integrated: Sequence[str] = (),
+                progress: bool = True) -> dict[str, CvAttributions]:
     """:func:`cv_attributions` of every model of :func:`train_interpretation_models`' result (integrated gradients
     for the names in ``integrated``): name → attributions."""
     from tqdm.auto import tqdm
@@ -635,11 +613,12 @@ def variant_table(summary: Mapping[str, Any]) -> Any:
 
 
 def interpret_claims(summary: Mapping[str, Any], survival: Mapping[str, Any] | None = None,
-                     alpha: float = 0.05, fold: float = 3.0) -> list[Any]:
+                     alpha: float = 0.05, fold: float = 3.0, structures: Any = None) -> list[Any]:
     """Chapter 6's checked statements, each worded by what was measured (as chapter 5's): per variant whether its
     top 50 genes hold the visible programs' drivers at ``fold`` × chance with a shuffled-pair p below ``alpha``, and
     whether the invisible programs' genes stay at or below their base rate; the shuffled-pair null at chance; and
-    on the demo, that the survival analysis finds the planted hazard programs."""
+    on the demo, that the survival analysis finds the planted hazard programs; with ``structures``
+    (:func:`structure_correlation`), whether the heat maps' hot patches follow each planted structure."""
     from ..claims import check
 
     claims = []
@@ -688,12 +667,25 @@ def interpret_claims(summary: Mapping[str, Any], survival: Mapping[str, Any] | N
         found = [p for p, h in planted.items()
                  if h["p"] < alpha and np.sign(np.log(h["hazard_ratio"])) == np.sign(h["planted_log_hazard"])]
         claims.append(check("interpret.survival.planted_hazards_found", f"On the RNA pool, Cox models with age find "
-                            f"{len(found)} of the {len(planted)} planted hazard programs ({', '.join(found) or 'none'}) "
+                            f"{len(found)} of the {len(planted)} planted hazard programs "
+                            f"({', '.join(found) or 'none'}) "
                             f"at p < {alpha} with the planted sign", len(found), at_least=len(planted), null=0.0,
                             null_name="none found") if len(found) == len(planted) else
                       check("interpret.survival.planted_hazards_missed", f"On the RNA pool, Cox models with age miss "
                             f"planted hazard programs: found {', '.join(found) or 'none'} of {', '.join(planted)}",
                             len(found), at_most=len(planted) - 1, null=float(len(planted)), null_name="all planted"))
+    for structure, row in (structures.iterrows() if structures is not None else ()):
+        p = row["p (patients)"]
+        if not np.isfinite(p):
+            continue
+        told = (f"mean Spearman ρ {row['mean rho']:.2f} over {int(row['slides'])} slides, positive on "
+                f"{int(row['positive'])}; Wilcoxon over {int(row['patients'])} patients p {p:.3f}")
+        claims.append(check(f"interpret.heatmaps.follow_{structure}", f"The heat maps' match scores follow the "
+                            f"planted {structure} within slides ({told})", p, at_most=alpha, null=alpha,
+                            null_name="α") if p < alpha else
+                      check(f"interpret.heatmaps.{structure}_not_shown", f"The heat maps' match scores are not shown "
+                            f"to follow the planted {structure} within slides ({told})", p, at_least=alpha,
+                            null=alpha, null_name="α"))
     subtype, age = (survival or {}).get("subtype"), (survival or {}).get("age")
     if subtype:  # real survival: the published null (Verhaak subtypes not prognostic in this set) and age
         p = subtype["logrank_p"]
@@ -727,7 +719,8 @@ def enrichment_sentences(enriched: Any, invisible: Sequence[str] = (), q: float 
 
 
 def verdict(summary: Mapping[str, Any], survival: Mapping[str, Any], main: str = "best",
-            fold: float = 3.0, alpha: float = 0.05, enriched: Any = None, invisible: Sequence[str] = ()) -> str:
+            fold: float = 3.0, alpha: float = 0.05, enriched: Any = None, invisible: Sequence[str] = (),
+            structures: Any = None) -> str:
     """The chapter's conclusion in sentences written from the measured numbers (nothing else)."""
     lines = []
     for name, e in summary.get("variants", {}).items():
@@ -753,6 +746,11 @@ def verdict(summary: Mapping[str, Any], survival: Mapping[str, Any], main: str =
                         in e else "."))
     if enriched is not None:
         lines += enrichment_sentences(enriched, invisible, alpha)
+    for structure, row in (structures.iterrows() if structures is not None else ()):
+        if np.isfinite(row["p (patients)"]):
+            lines.append(f"- Heat maps and the planted {structure}: mean ρ {row['mean rho']:.2f} within slides, "
+                         f"p {row['p (patients)']:.3f} over {int(row['patients'])} patients"
+                         + (" — the hot patches follow it." if row["p (patients)"] < alpha else " — not shown."))
     hazards = survival.get("program_hazards") or {}
     planted = [p for p, h in hazards.items() if h.get("planted_log_hazard", 0.0) != 0.0]
     if planted:
@@ -812,20 +810,30 @@ def interpret_metrics(summary: Mapping[str, Any], top: Any, survival: Mapping[st
            "null": summary.get("null", {}), "null_precision": summary.get("null_precision"),
            "seeds": summary.get("seeds", {}),
            "enrichment": enriched[enriched["q"] < 0.05].to_dict(orient="records") if len(enriched) else [],
-           "heatmap_structure_rho": structure_correlation(maps)["mean rho"].to_dict(),
+           "heatmap_structure_rho": structure_correlation(maps)[["mean rho", "p (patients)"]].to_dict(orient="index"),
            "heatmap_slides": int(len(maps)),
            "survival": {k: v for k, v in survival.items() if k != "comparisons"}}
     return plain(out)
 
 
 def structure_correlation(maps: Any) -> Any:
-    """Per planted structure, the mean over slides of the Spearman correlation between patch match score and the
-    structure's share of the patch (``rho_*`` columns of :func:`slide_heatmaps`), with the slides counted and how
-    many correlate positively; empty when the cohort kept no planted structures (real slides)."""
+    """Per planted structure, the Spearman correlation between patch match score and the structure's share of the
+    patch (``rho_*`` columns of :func:`slide_heatmaps`): its mean over slides, the slides counted and how many
+    correlate positively, and a Wilcoxon signed-rank test of the per-patient means against 0 (slides of one patient
+    are not independent, so patients are the units). Empty when the cohort kept no planted structures."""
     import pandas as pd
+    from scipy.stats import wilcoxon
 
     rho = maps.filter(like="rho_")
+    columns = ["mean rho", "slides", "positive", "patients", "p (patients)"]
     if rho.empty:
-        return pd.DataFrame(columns=["mean rho", "slides", "positive"])
-    return pd.DataFrame({"mean rho": rho.mean(), "slides": rho.notna().sum(), "positive": (rho > 0).sum()}).rename(
-        index=lambda c: c.removeprefix("rho_"))
+        return pd.DataFrame(columns=columns)
+    per_patient = rho.groupby(maps["patient"]).mean() if "patient" in maps else rho
+
+    def test(values: pd.Series) -> float:
+        values = values.dropna()
+        return float(wilcoxon(values).pvalue) if len(values) >= 5 and values.abs().sum() > 0 else float("nan")
+
+    table = pd.DataFrame({"mean rho": rho.mean(), "slides": rho.notna().sum(), "positive": (rho > 0).sum(),
+                          "patients": per_patient.notna().sum(), "p (patients)": per_patient.apply(test)})
+    return table[columns].rename(index=lambda c: c.removeprefix("rho_"))
