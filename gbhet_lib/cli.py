@@ -127,6 +127,9 @@ def _parser() -> argparse.ArgumentParser:
     fusion.add_argument("--shuffled-pairing", type=int, default=None, metavar="SEED",
                         help="chapter 6's shuffled-pair null: train on the pairs with the lineage profiles permuted "
                              "across patients (drawn from SEED); name it <variant>_shuffled<SEED> with --name")
+    fusion.add_argument("--study-seed", type=int, default=None,
+                        help="the study seed the model's seed derives from (default: the run's config.json); "
+                             "chapter 6's seed replicate <variant>_seed<k> uses the run's seed + k")
     fusion.add_argument("--no-progress", action="store_true")
     fusion.set_defaults(handler=_cmd_train_fusion)
 
@@ -266,7 +269,8 @@ def _cmd_train_fusion(args: argparse.Namespace) -> int:
     budget = None if args.memory_budget_gb is None else int(args.memory_budget_gb * 2**30)
     record = train_variant(args.run_dir, args.variant, args.policy, device,
                            progress=not args.no_progress and sys.stderr.isatty(), name=args.name,
-                           memory_budget_bytes=budget, shuffled_pairing_seed=args.shuffled_pairing, **overrides)
+                           memory_budget_bytes=budget, shuffled_pairing_seed=args.shuffled_pairing,
+                           study_seed=args.study_seed, **overrides)
     if int(os.environ.get("RANK", "0")) > 0:
         return 0  # under torchrun, rank 0 reports
     last = record["history"][-1]
