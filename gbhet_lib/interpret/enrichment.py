@@ -5,7 +5,7 @@ nothing is downloaded and nothing is written to disk. Multiple testing is Benjam
 sets of one call, i.e. one collection and one test.
 
 * :func:`over_representation`: are the top genes over-represented in a set, against the expressed genes?
-  (hypergeometric test, gseapy.enrich).
+  (hypergeometric test on the exact symbols).
 * :func:`ranked_enrichment`: do a set's genes sit near the top of the full ranking? (gseapy.prerank).
 * :func:`enrichment_collections`: which collections to test for a cohort (planted programs for the demo,
   Hallmark / Verhaak 2010 / Neftel 2019 from the data manifest otherwise).
@@ -71,25 +71,10 @@ def _check_in_background(genes: list[str], universe: set[str]) -> None:
                          "universe (e.g. the expression matrix's genes) to both.")
 
 
-def _gseapy_ora(genes: list[str], gene_sets: dict[str, list[str]], background: list[str]) -> pd.DataFrame:
-    """gseapy's hypergeometric test: one row per set with at least one overlapping gene.
-
-    Returns columns ``set``, ``overlap``, ``n_set``, ``p`` (gseapy omits sets without overlap).
-    """
-    result = gseapy.enrich(gene_list=genes, gene_sets=gene_sets, background=background, outdir=None,
-                           no_plot=True, verbose=False)
-    table = result.res2d
-    if table is None or table.empty:
-        return pd.DataFrame(columns=["set", "overlap", "n_set", "p"])
-    counts = table["Overlap"].str.split("/", expand=True).astype(int)
-    return pd.DataFrame({"set": table["Term"].astype(str), "overlap": counts[0], "n_set": counts[1],
-                         "p": table["P-value"].astype(float)})
-
-
 def over_representation(genes: Sequence[str], gene_sets: Mapping[str, Sequence[str]], background: Sequence[str],
                         collection: str = "") -> pd.DataFrame:
     """Over-representation of the top ``genes`` in each set, against the expressed ``background`` (one-sided
-    hypergeometric test = Fisher's exact test for enrichment, via ``gseapy.enrich``).
+    hypergeometric test = Fisher's exact test for enrichment, scipy's ``hypergeom``).
 
     Sets are first restricted to the background; sets left with fewer than :data:`MIN_ORA_SET_SIZE` (5) genes are
     dropped (their names and sizes are in ``result.attrs["dropped"]``).
@@ -128,20 +113,10 @@ def over_representation(genes: Sequence[str], gene_sets: Mapping[str, Sequence[s
                      "expected": expected, "fold": len(hits) / expected, "genes": ";".join(hits)})
     table = pd.DataFrame(rows, columns=[c for c in ORA_COLUMNS if c not in ("p", "q")])
 
-    # p: gseapy's hypergeom.sf(overlap-1, len(background), n_set, len(genes)). Measured against scipy's
-    # hypergeom.sf on the same counts (1,000-gene background, 51 sets with overlap, p down to 2e-14): max |diff| 0,
-    # identical. gseapy omits sets without overlap (p = 1 exactly, = hypergeom.sf(-1, ...)) and upper-cases a
-    # mostly lower-case query when the sets are upper case, so wherever its counts are absent or differ from the
-    # exact-symbol counts above, scipy's p on the exact counts is used instead.
-    if kept:
-        engine = _gseapy_ora(top, kept, universe_list).set_index("set")
-        exact = hypergeom.sf(table["overlap"] - 1, len(universe), table["n_set"], len(top))
-        same = [name in engine.index and engine.at[name, "overlap"] == k and engine.at[name, "n_set"] == n
-                for name, k, n in zip(table["set"], table["overlap"], table["n_set"])]
-        from_engine = table["set"].map(engine["p"]) if len(engine) else pd.Series(np.nan, index=table.index)
-        table["p"] = np.where(same, from_engine, exact).astype(float)
-    else:
-        table["p"] = pd.Series(dtype=float)
+    # scipy's hypergeometric tail on the exact-symbol counts. gseapy.enrich computes the same p (measured: identical
+    # on a 1,000-gene background, 51 sets, p down to 2e-14) but upper-cases a mostly lower-case query when the sets
+    # are upper case, which changes the counts; so the test is run here on the counts above.
+    table["p"] = hypergeom.sf(table["overlap"] - 1, len(universe), table["n_set"], len(top)).astype(float)
     table["q"] = _bh(table["p"].to_numpy())
     table = table[ORA_COLUMNS].sort_values(["p", "set"], kind="mergesort").reset_index(drop=True)
     table.attrs["dropped"] = dropped

@@ -123,14 +123,6 @@ def gene_frequency(top_genes: np.ndarray, weights: np.ndarray, n_genes: int) -> 
     return out
 
 
-def weighted_mean(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """(G,) the weighted mean over patches of (n, G) per-patch values, each patch's row first scaled to sum 1 (so a
-    patch with large gradients everywhere does not outweigh the others)."""
-    totals = values.sum(axis=1, keepdims=True)
-    shares = np.divide(values, totals, out=np.zeros_like(values, dtype=np.float64), where=totals > 0)
-    return weights @ shares
-
-
 def integrated_gradients(model: Any, data: Any, rows: Sequence[int] | np.ndarray, n_steps: int = 16,
                          batch_size: int = 32) -> np.ndarray:
     """(n, G) integrated gradients (captum) of the ITM match logit with respect to the expression values of the

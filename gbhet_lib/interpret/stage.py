@@ -347,7 +347,7 @@ def slide_heatmaps(run_dir: str | Path, cohort: Any, name: str, folds: Mapping[s
     from ..plots import save_figure
     from ..wsi.slide_io import read_thumbnail
     from .gradcam import match_scores, pixel_saliency
-    from .heatmaps import slide_heatmap_figure
+    from .heatmaps import best_patch, slide_heatmap_figure
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -364,7 +364,7 @@ def slide_heatmaps(run_dir: str | Path, cohort: Any, name: str, folds: Mapping[s
             slide_id = Path(str(slide)).stem
             thumbnail, downsample = read_thumbnail(cohort.slide_path(slide_id), thumbnail_size)
             geo = geometry.loc[keys[mine]]
-            best = int(np.argmax(scores[mine]))
+            best = best_patch(scores[mine])
             row = held[mine][best]
             patch = data.images[np.array([row])][0]
             structures = cohort.planted_structures(slide_id) if hasattr(cohort, "planted_structures") else None
@@ -525,20 +525,13 @@ def program_hazards(expression: Any, clinical: Any, gene_sets: Mapping[str, Sequ
     planted log-hazard per unit of program activity. ``expression``: samples × genes (log scale)."""
     import pandas as pd
 
-    from .survival import cox_model, gene_set_score
+    from .survival import gene_set_score, score_cox
 
     rows = {}
     for name, genes in gene_sets.items():
         if len(set(genes) & set(expression.columns)) < 3:  # too few of its genes are expressed to score it
             continue
-        score = gene_set_score(expression, genes, seed)
-        covariates = pd.DataFrame({"score": (score - score.mean()) / score.std()}, index=score.index)
-        age = age_column(clinical)
-        if age is not None:
-            covariates["age_years"] = clinical.loc[covariates.index, age].astype(float)
-        known = clinical.loc[covariates.index, ["os_days", "os_event"]].notna().all(axis=1) & covariates.notna().all(1)
-        fit = cox_model(clinical.loc[known[known].index, "os_days"], clinical.loc[known[known].index, "os_event"],
-                        covariates[known])
+        fit = score_cox(clinical, gene_set_score(expression, genes, seed), age_column(clinical))
         rows[name] = fit.summary.loc["score"].to_dict()
         if planted is not None:
             rows[name]["planted_log_hazard"] = float(planted.get(name, 0.0))
@@ -787,15 +780,6 @@ def interpret_metrics(summary: Mapping[str, Any], top: Any, survival: Mapping[st
     ``permutation_p_top50``, ``topgene_jaccard_across_seeds``/``_folds``, ``cindex``, ``cindex_ci``,
     ``logrank_p``), every variant's and null's summary, the enrichment at q < 0.05, the heat maps' structure
     correlations and the survival analyses."""
-    def plain(value: Any) -> Any:
-        if isinstance(value, dict):
-            return {str(k): plain(v) for k, v in value.items()}
-        if isinstance(value, (list, tuple)):
-            return [plain(v) for v in value]
-        if isinstance(value, (np.floating, np.integer)):
-            return value.item()
-        return value
-
     e = summary["variants"][main]
     keys = ("driver_precision_at_20", "driver_precision_at_50", "driver_precision_at_50_ci", "driver_chance",
             "visible_program_hits", "invisible_program_hits", "invisible_module_hits", "invisible_module_expected",
@@ -803,17 +787,16 @@ def interpret_metrics(summary: Mapping[str, Any], top: Any, survival: Mapping[st
     score = survival.get("top_gene_score", {})
     columns = [c for c in ("rank", "gene", "gene_id", "score", "permutation_p", "permutation_q", "program")
                if c in top]
-    out = {"main_variant": main, **{k: e[k] for k in keys if k in e},
-           "top_genes": top[columns].to_dict(orient="records"),
-           "cindex": score.get("cindex"), "cindex_ci": score.get("cindex_ci"), "logrank_p": score.get("logrank_p"),
-           "variants": {n: {k: v for k, v in s.items()} for n, s in summary["variants"].items()},
-           "null": summary.get("null", {}), "null_precision": summary.get("null_precision"),
-           "seeds": summary.get("seeds", {}),
-           "enrichment": enriched[enriched["q"] < 0.05].to_dict(orient="records") if len(enriched) else [],
-           "heatmap_structure_rho": structure_correlation(maps)[["mean rho", "p (patients)"]].to_dict(orient="index"),
-           "heatmap_slides": int(len(maps)),
-           "survival": {k: v for k, v in survival.items() if k != "comparisons"}}
-    return plain(out)
+    return {"main_variant": main, **{k: e[k] for k in keys if k in e},
+            "top_genes": top[columns].to_dict(orient="records"),
+            "cindex": score.get("cindex"), "cindex_ci": score.get("cindex_ci"), "logrank_p": score.get("logrank_p"),
+            "variants": summary["variants"],
+            "null": summary.get("null", {}), "null_precision": summary.get("null_precision"),
+            "seeds": summary.get("seeds", {}),
+            "enrichment": enriched[enriched["q"] < 0.05].to_dict(orient="records") if len(enriched) else [],
+            "heatmap_structure_rho": structure_correlation(maps)[["mean rho", "p (patients)"]].to_dict(orient="index"),
+            "heatmap_slides": int(len(maps)),
+            "survival": {k: v for k, v in survival.items() if k != "comparisons"}}
 
 
 def structure_correlation(maps: Any) -> Any:

@@ -276,6 +276,19 @@ def _with_survival(clinical: pd.DataFrame, ids: pd.Index, what: str) -> pd.Index
     return ids[known.to_numpy()]
 
 
+def score_cox(clinical: pd.DataFrame, score: pd.Series, age_column: str | None = "age_years") -> CoxResult:
+    """Cox model of overall survival (``clinical``'s ``os_days``/``os_event``) on a per-sample score standardised to
+    unit SD (covariate ``score``: hazard ratio per SD), with age in its raw unit when ``age_column`` exists and
+    has no NaN on the samples with a score and survival data (those without are left out)."""
+    durations, events = _survival_columns(clinical)
+    keep = _with_survival(clinical, score.dropna().index, "score")
+    score = score.loc[keep].astype(float)
+    covariates = pd.DataFrame({"score": (score - score.mean()) / score.std()}, index=keep)
+    if age_column is not None and age_column in clinical.columns and clinical.loc[keep, age_column].notna().all():
+        covariates[age_column] = clinical.loc[keep, age_column].astype(float)
+    return cox_model(durations, events, covariates)
+
+
 def score_survival(clinical: pd.DataFrame, score: pd.Series, age_column: str | None = "age_years",
                    n_boot: int = 1000, seed: int = 0) -> dict:
     """Does a per-sample score predict overall survival?
@@ -295,10 +308,7 @@ def score_survival(clinical: pd.DataFrame, score: pd.Series, age_column: str | N
         raise ValueError(f"{len(score)} samples with a score and survival data, {score.nunique()} distinct "
                          "score values: need at least 4 samples and a non-constant score")
     groups = median_split_survival(durations.loc[keep], events.loc[keep], score)
-    covariates = pd.DataFrame({"score": (score - score.mean()) / score.std()}, index=keep)
-    if age_column is not None and age_column in clinical.columns and clinical.loc[keep, age_column].notna().all():
-        covariates[age_column] = clinical.loc[keep, age_column].astype(float)
-    cox = cox_model(durations, events, covariates)
+    cox = score_cox(clinical, score, age_column)
     cindex, ci = concordance_with_ci(durations, events, score, n_boot=n_boot, seed=seed)
     n, n_events = len(keep), int(events.loc[keep].sum())
     return {"groups": groups, "logrank_p": groups.logrank_p, "cox": cox, "cindex": cindex, "cindex_ci": ci,
