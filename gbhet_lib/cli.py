@@ -60,6 +60,8 @@ def _parser() -> argparse.ArgumentParser:
     synth.add_argument("--min-lineages", type=int, default=None)
     synth.add_argument("--max-lineages", type=int, default=None)
     synth.add_argument("--pool", type=int, default=None, help="samples in the RNA-only pre-training pool")
+    synth.add_argument("--diagnostic", type=int, default=None,
+                       help="pool samples that also get a diagnostic slide (chapter 7's cohort; default 120)")
     synth.add_argument("--genes", type=int, default=None)
     synth.add_argument("--slide-width", type=int, default=None, help="level-0 width, px")
     synth.add_argument("--slide-height", type=int, default=None, help="level-0 height, px")
@@ -166,7 +168,8 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     spec = CohortSpec()
     module_size, n_drivers = pathway_module_size(args.genes) if args.genes is not None else (None, None)
     fields = {"n_patients": args.patients, "min_lineages": args.min_lineages, "max_lineages": args.max_lineages,
-              "n_pool": args.pool, "n_genes": args.genes, "module_size": module_size, "n_drivers": n_drivers}
+              "n_pool": args.pool, "n_genes": args.genes, "module_size": module_size, "n_drivers": n_drivers,
+              "n_diagnostic": args.diagnostic}
     spec = dataclasses.replace(spec, **{k: v for k, v in fields.items() if v is not None})
     geometry = {"width": args.slide_width, "height": args.slide_height, "mpp": args.mpp}
     spec = dataclasses.replace(spec, slide=dataclasses.replace(

@@ -163,6 +163,16 @@ class RunDir:
         """``data/fusion/pairing.h5``: lineage RNA, the pool and token sets, for fusion training."""
         return self.data / "fusion" / "pairing.h5"
 
+    @property
+    def expression_models(self) -> Path:
+        """``models/expression``: chapter 7's image→expression models, one folder per model and fold."""
+        return self.models / "expression"
+
+    @property
+    def expression_inputs(self) -> Path:
+        """``data/expression_from_images/inputs.h5``: chapter 7's prepared inputs (targets, slide bags, MRI crops)."""
+        return self.data / "expression_from_images" / "inputs.h5"
+
     def record(self, stage: str) -> Path:
         """``models/<stage>/encoder.json``: the encoder record of a stage (``rna``, ``wsi``)."""
         return self.models / stage / "encoder.json"

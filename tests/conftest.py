@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 
 from gbhet_lib.data.synthetic import CohortSpec, SlideGeometry, make_demo_cohort
+from gbhet_lib.data.synthetic.mri import MriGeometry
 
-SMALL_SPEC = CohortSpec(n_patients=4, n_pool=150, n_genes=600, module_size=30, n_drivers=6,
-                        slide=SlideGeometry(width=1024, height=768))
+SMALL_SPEC = CohortSpec(n_patients=4, n_pool=150, n_genes=600, module_size=30, n_drivers=6, n_diagnostic=12,
+                        slide=SlideGeometry(width=1024, height=768), mri=MriGeometry(shape=(32, 36, 24), voxel_mm=6.0))
 
 
 @pytest.fixture(scope="session")

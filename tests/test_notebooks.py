@@ -22,10 +22,13 @@ NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 #: small sizes so that the whole study runs in a minute or two; a stage receives the ones it declares
 SMOKE_PARAMETERS = {"n_patients": 2, "n_pool": 60, "n_genes": 400, "module_size": 24, "n_drivers": 5, "n_paired": 6, "slide_width": 1024,
                     "slide_height": 768, "n_jobs": 1, "epochs": 2, "encoder_img_size": 32, "fixes_epochs": 2,
-                    "power_replicates": 4, "probe_folds": 2, "cv_folds": 2, "pretrain_epochs": 2, "n_boot": 200}
+                    "power_replicates": 4, "probe_folds": 2, "cv_folds": 2, "pretrain_epochs": 2, "n_boot": 200,
+                    "n_diagnostic": 20, "mri_voxel_mm": 8.0, "mri_input_size": 16, "ridge_components": 8,
+                    "permutations": 20}
 #: the metrics file each stage writes (metrics/<name>.json)
 STAGE_METRICS = {"01_data": "01_data", "02_rna_encoding": "rna", "03_wsi_encoding": "wsi",
-                 "04_fusion_training": "fusion", "05_retrieval": "retrieval", "06_interpretation": "interpret"}
+                 "04_fusion_training": "fusion", "05_retrieval": "retrieval", "06_interpretation": "interpret",
+                 "07_expression_from_images": "expression"}
 
 
 @pytest.mark.notebook
@@ -94,6 +97,13 @@ def test_all_notebooks_execute_on_the_demo_profile(tmp_path: Path) -> None:
     assert interpret["heatmap_slides"] == wsi["n_slides"] and interpret["heatmap_structure_rho"]
     assert len(list((config.run_dir / "figures" / "06_heatmaps").glob("*.png"))) == wsi["n_slides"]
     assert 0 <= interpret["cindex"] <= 1 and "skipped" in interpret["survival"]["embedding_clusters"]  # 2 patients
+    assert data["mri_subjects"] == 62 and data["diagnostic_slides"] == 20
+    expression = json.loads((config.run_dir / "metrics" / "expression.json").read_text())
+    assert expression["n_patients"] == 20 and expression["claims"]
+    for model in ("he2rna_wsi", "farooq_mri", "ridge_wsi", "ridge_mri"):
+        assert {"n_genes_tested", "n_significant", "n_significant_visible", "n_significant_invisible", "median_r",
+                "mean_r_top50", "min_significant_r", "n_patients"} <= set(expression[model])
+        assert expression[model]["n_patients"] == 20 and expression[model]["n_genes_tested"] > 0
     # the same training from the command line (what runs on the GPU machine), on the recorded split
     from gbhet_lib.cli import main
     from gbhet_lib.fusion.stage import read_split, read_trained
@@ -145,6 +155,9 @@ def test_every_chapter_runs_the_reference_profile_offline_from_the_mirror(tmp_pa
     assert retrieval["best"]["patient_cv"]["n_folds"] == 2 and retrieval["claims"]
     interpret = json.loads((config.run_dir / "metrics" / "interpret.json").read_text())
     assert interpret["claims"] and "logrank_p" in interpret["survival"]["subtype"]
+    expression = json.loads((config.run_dir / "metrics" / "expression.json").read_text())
+    assert expression["n_patients"] == 20 and expression["n_genes"] == 840  # every gene: centred values
+    assert expression["he2rna_wsi"]["n_genes_tested"] == 840 and "n_significant_visible" in expression["farooq_mri"]
 
 
 def test_notebooks_are_stored_without_outputs_and_with_parameters() -> None:

@@ -225,7 +225,7 @@ def test_chapter_1_stage_on_a_small_cohort(small_cohort: Path) -> None:
     cohort = load_cohort(small_cohort)
     counts = data_stage.cohort_counts(cohort)
     assert counts == {"patients": 4, "lineages": len(cohort.lineages), "slides": 2 * len(cohort.lineages),
-                      "pool_samples": 150, "genes": 600}
+                      "pool_samples": 150, "genes": 600, "mri_subjects": 154, "diagnostic_slides": 12}
     assert data_stage.cohort_counts(None) == {} and "stops at acquisition" in data_stage.describe_cohort(None, "full")
     assert len(data_stage.cohort_table(cohort)) == len(cohort.lineages)
     assert data_stage.library_size_metrics(cohort)["library_size_ratio_max_min"] > 1

@@ -161,5 +161,6 @@ def build_cohort(profile: str, out_dir: Path, seed: int, demo_spec: CohortSpec, 
         return load_cohort(build_reference_cohort(out_dir, mirror=mirror, cache_dir=cache_dir, n_paired=n_paired,
                                                   seed=seed, geometry=geometry, expression_set=reference_expression,
                                                   n_jobs=n_jobs, progress=progress,
-                                                  slides_per_lineage=demo_spec.slides_per_lineage))
+                                                  slides_per_lineage=demo_spec.slides_per_lineage,
+                                                  n_diagnostic=demo_spec.n_diagnostic, mri_geometry=demo_spec.mri))
     return None

@@ -10,6 +10,7 @@ and the checksums are recorded in ``cohort.json`` as provenance.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -62,11 +63,14 @@ def cancersubtypes_expression_and_clinical(geneexp: Path, time: Path, status: Pa
 def build_reference_cohort(out_dir: str | Path, mirror: Path | None = None, cache_dir: Path | None = None,
                            n_paired: int = 24, seed: int = 0, geometry: SlideGeometry = SlideGeometry(),
                            expression_set: str = "verhaak840", n_jobs: int | None = None, progress: bool = True,
-                           force: bool = False, slides_per_lineage: int = 2) -> Path:
+                           force: bool = False, slides_per_lineage: int = 2, n_diagnostic: int = 120,
+                           mri_geometry: Any = None) -> Path:
     """Fetch, verify and parse the reference inputs, then write the semi-synthetic cohort to ``out_dir``.
 
     ``n_paired`` patients get ``slides_per_lineage`` rendered slides (stratified by Verhaak subtype for
     ``verhaak840``); the others form the RNA pool. ``expression_set`` is ``verhaak840`` or ``cancersubtypes1500``.
+    Every sample gets an MRI (``mri_geometry``: a :class:`~gbhet_lib.data.synthetic.mri.MriGeometry`, default the
+    demo's) and ``n_diagnostic`` pool samples a diagnostic slide.
     """
     if expression_set not in EXPRESSION_INPUTS:
         raise ValueError(f"expression_set={expression_set!r} is not one of {sorted(EXPRESSION_INPUTS)}")
@@ -84,4 +88,5 @@ def build_reference_cohort(out_dir: str | Path, mirror: Path | None = None, cach
         out_dir, expression, clinical, gene_sets, annotation=read_pirlygenes_reference(paths["pirlygenes_gene_reference"]),
         ppi_edges=read_string_rda(paths["string_v12_ppi_rda"]), groups=clinical.get("subtype"), n_paired=n_paired,
         seed=seed, geometry=geometry, slides_per_lineage=slides_per_lineage, sources={name: manifest[name].sha256 for name in inputs},
-        n_jobs=n_jobs, progress=progress, force=force)
+        n_jobs=n_jobs, progress=progress, force=force, n_diagnostic=n_diagnostic,
+        **({"mri_geometry": mri_geometry} if mri_geometry is not None else {}))

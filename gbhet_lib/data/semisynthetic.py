@@ -22,10 +22,14 @@ import numpy as np
 import pandas as pd
 
 from .cohort import SLIDES, read_cohort_metadata, write_cohort
+from .synthetic.imaging import imaging_traits_truth, render_cohort_imaging
+from .synthetic.mri import MriEffects, MriGeometry
 from .synthetic.programs import PROGRAMS, VISIBLE_PROGRAMS
-from .synthetic.slides import SlideGeometry, render_lineage_slides
+from .synthetic.slides import ProgramEffects, SlideGeometry, render_lineage_slides
 
-GENERATOR_VERSION = "3"  # 2: two or more slides per lineage (slides.tsv); 3: planted structure maps per slide
+#: 2: two or more slides per lineage (slides.tsv); 3: planted structure maps per slide; 4: an MRI per sample driven
+#: by its real program scores, diagnostic slides for pool samples
+GENERATOR_VERSION = "4"
 
 #: program → gene-set names whose union scores it (Hallmark names as in MSigDB; Verhaak 2010 as in GlioVis)
 DEFAULT_PROGRAM_SETS: dict[str, tuple[str, ...]] = {
@@ -115,7 +119,8 @@ def make_semisynthetic_cohort(
     annotation: pd.DataFrame, ppi_edges: pd.DataFrame | None = None, groups: pd.Series | None = None,
     n_paired: int = 24, seed: int = 0, geometry: SlideGeometry = SlideGeometry(), slides_per_lineage: int = 2,
     program_sets: Mapping[str, Sequence[str]] = DEFAULT_PROGRAM_SETS, sources: Mapping[str, str] | None = None,
-    n_jobs: int | None = None, progress: bool = True, force: bool = False,
+    n_jobs: int | None = None, progress: bool = True, force: bool = False, n_diagnostic: int = 120,
+    mri_geometry: MriGeometry = MriGeometry(),
 ) -> Path:
     """Write the semi-synthetic cohort (the cohort contract of :mod:`gbhet_lib.data.cohort`) to ``out_dir``.
 
@@ -129,11 +134,15 @@ def make_semisynthetic_cohort(
         groups: optional per-sample label (e.g. subtype) used to stratify which samples get a slide.
         n_paired: samples that get slides (the lineage cohort); the rest form the RNA-only pool.
         slides_per_lineage: sections rendered per paired sample, each stained on its own.
+        n_diagnostic: pool samples that get a diagnostic slide (at most the pool's size: fewer when the pool is
+            smaller). Every sample gets an MRI rendered from its real program scores (the MRI-visible programs).
         sources: dataset name → sha256 of the inputs, recorded in ``cohort.json`` (provenance).
     """
     out = Path(out_dir)
     settings = {"kind": "semisynthetic", "generator_version": GENERATOR_VERSION, "seed": seed,
                 "n_paired": n_paired, "slides_per_lineage": slides_per_lineage, "geometry": _geometry_dict(geometry),
+                "n_diagnostic": n_diagnostic, "mri_geometry": {"shape": list(mri_geometry.shape),
+                                                               "voxel_mm": mri_geometry.voxel_mm},
                 "program_sets": {p: list(s) for p, s in program_sets.items()}, "sources": dict(sources or {})}
     made = read_cohort_metadata(out)
     if not force and made is not None and all(made.get(k) == v for k, v in settings.items()):
@@ -145,7 +154,7 @@ def make_semisynthetic_cohort(
     expression = expression[genes["symbol"].tolist()]
     scores = program_scores(expression, gene_sets, program_sets)
 
-    seeds = np.random.SeedSequence(seed).spawn(2)
+    seeds = np.random.SeedSequence(seed).spawn(4)  # children are keyed by position: the first two are as before
     paired = choose_paired_samples(expression.index, n_paired, np.random.default_rng(seeds[0]), groups)
     pool = expression.index.difference(paired)
     lineage_ids = pd.Index([f"{s}-L1" for s in paired], name="lineage_id")
@@ -156,15 +165,22 @@ def make_semisynthetic_cohort(
     slides, slide_stats = render_lineage_slides(out / SLIDES, visible, slides_per_lineage, geometry, seeds[1], n_jobs,
                                                 progress, description="gbhet semi-synthetic slide")
 
+    imaging = render_cohort_imaging(out, scores.scores.loc[paired], scores.scores.loc[pool],
+                                    min(n_diagnostic, len(pool)), geometry, ProgramEffects(), mri_geometry,
+                                    MriEffects(), seeds[2], seeds[3], n_jobs, progress,
+                                    description="gbhet semi-synthetic diagnostic slide")
     by_gene_id = expression.T.set_axis(genes.index)
     activity = pd.concat([scores.scores.loc[paired].set_axis(lineage_ids), scores.scores.loc[pool]])
     truth = _truth(scores, activity, lineages, slides, slide_stats)
+    truth.update({"imaging_traits": imaging_traits_truth(), "mri_stats": imaging.planted,
+                  "diagnostic_slide_stats": imaging.slide_stats})
     write_cohort(
         out, genes=genes, expression_lineages=by_gene_id[paired].set_axis(paired, axis=1),
         expression_pool=by_gene_id[pool], lineages=lineages, slides=slides,
-        patients=clinical.reindex(paired).rename_axis("patient_id"),
-        pool_clinical=clinical.reindex(pool).rename_axis("sample_id"),
+        patients=clinical.reindex(paired).join(imaging.traits).rename_axis("patient_id"),
+        pool_clinical=clinical.reindex(pool).join(imaging.traits).rename_axis("sample_id"),
         ppi_edges=_edges_within(ppi_edges, set(genes["symbol"])), truth=truth,
+        mri=imaging.mri, diagnostic_slides=imaging.diagnostic_slides,
         metadata={**settings, "expression_unit": "log_expression", "cleaning": cleaning})
     return out
 
@@ -172,7 +188,8 @@ def make_semisynthetic_cohort(
 def _truth(scores: ProgramScores, activity: pd.DataFrame, lineages: pd.DataFrame, slides: pd.DataFrame,
            slide_stats: dict[str, dict[str, float]]) -> dict[str, Any]:
     return {
-        "programs": [{"name": p.name, "visible": p.visible, "description": p.description} for p in PROGRAMS],
+        "programs": [{"name": p.name, "visible": p.visible, "mri_visible": p.mri_visible,
+                      "description": p.description} for p in PROGRAMS],
         "modules": scores.genes,
         "drivers": {p: g for p, g in scores.genes.items() if p in VISIBLE_PROGRAMS},
         "loadings": {p: {g: round(1.0 / len(genes), 6) for g in genes} for p, genes in scores.genes.items()},

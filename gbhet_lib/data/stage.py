@@ -19,6 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from ..rundir import RunDir
@@ -57,7 +58,8 @@ def cohort_counts(cohort: Cohort | None) -> dict[str, int]:
     if cohort is None:
         return {}
     return {"patients": len(cohort.patients), "lineages": len(cohort.lineages), "slides": len(cohort.slides),
-            "pool_samples": cohort.expression_pool.shape[1], "genes": len(cohort.genes)}
+            "pool_samples": cohort.expression_pool.shape[1], "genes": len(cohort.genes),
+            "mri_subjects": len(cohort.mri), "diagnostic_slides": len(cohort.diagnostic_slides)}
 
 
 def describe_cohort(cohort: Cohort | None, profile: str) -> str:
@@ -230,6 +232,78 @@ def pixel_levels(slides: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows).T
 
 
+def mri_geometry(voxel_mm: float) -> Any:
+    """The synthetic MRI grid at ``voxel_mm`` (isotropic) over the default field of view (192 × 224 × 160 mm)."""
+    from .synthetic.mri import MriGeometry
+
+    default = MriGeometry()
+    if not voxel_mm > 0:
+        raise ValueError(f"mri_voxel_mm={voxel_mm} must be > 0 (mm; BraTS: 1, the demo: 4)")
+    fov = [n * default.voxel_mm for n in default.shape]
+    return MriGeometry(shape=tuple(max(16, round(f / voxel_mm)) for f in fov), voxel_mm=float(voxel_mm))
+
+
+def mri_examples(cohort: Cohort, n: int = 4) -> list[Any]:
+    """The MRI volumes (:class:`~gbhet_lib.mri.volumes.MriVolume`) of the first ``n`` patients that have one."""
+    subjects = [s for s in cohort.patients.index.astype(str) if s in cohort.mri.index][:n]
+    return [cohort.read_mri(s) for s in subjects]
+
+
+def mri_feature_programs(cohort: Cohort, partial: bool = False) -> pd.DataFrame:
+    """Spearman correlation (rows: the continuous VASARI-style features computed from the volumes; columns: the
+    programs) over every subject with an MRI (patients: mean activity of their lineages; pool samples).
+
+    ``partial``: each correlation with a program the MRI does not show is taken after removing, from the ranks of
+    both sides, what the MRI-visible programs explain linearly (a partial Spearman): the programs are drawn
+    independently, but in a finite sample an invisible program correlates a little with a visible one, and a
+    feature would inherit it."""
+    from .synthetic.imaging import FEATURE_PROGRAMS
+
+    _, activity = cohort.clinical_and_activity()
+    subjects = activity.index.intersection(cohort.mri.index)
+    features = cohort.mri.loc[subjects, [f for f in FEATURE_PROGRAMS if f in cohort.mri.columns]]
+    ranks = pd.concat([features, activity.loc[subjects]], axis=1).astype(float).rank()
+    if partial:
+        visible = cohort.truth.mri_visible_programs
+        design = np.column_stack([np.ones(len(ranks)), ranks[visible].to_numpy()])
+        others = [c for c in ranks.columns if c not in visible]
+        fitted = design @ np.linalg.lstsq(design, ranks[others].to_numpy(), rcond=None)[0]
+        ranks[others] = ranks[others].to_numpy() - fitted
+    return ranks.corr().loc[features.columns, activity.columns]
+
+
+def trait_prevalence(cohort: Cohort) -> pd.DataFrame:
+    """Share of subjects with each binary ``trait_*`` (computed from the MRI), patients and pool apart."""
+    traits = [c for c in cohort.pool_clinical.columns if c.startswith("trait_")]
+    return pd.DataFrame({"patients": cohort.patients[traits].mean(), "pool": cohort.pool_clinical[traits].mean(),
+                         "pool n": cohort.pool_clinical[traits].notna().sum()})
+
+
+def mri_claims(cohort: Cohort, correlations: pd.DataFrame, partial: pd.DataFrame, at_least: float = 0.5,
+               at_most: float = 0.2) -> list[Any]:
+    """Each MRI feature follows the program planted to drive it (sign-adjusted Spearman ≥ ``at_least``), and the
+    programs the MRI cannot show correlate with no feature beyond ``at_most`` once the visible programs are
+    accounted for (``partial``: :func:`mri_feature_programs` with ``partial=True``)."""
+    from ..claims import check
+    from .synthetic.imaging import FEATURE_PROGRAMS
+
+    n = int(len(cohort.mri))
+    claims = []
+    for feature, (program, sign) in FEATURE_PROGRAMS.items():
+        if feature in correlations.index:
+            claims.append(check(f"data.mri_follows.{feature}", f"The MRI's {feature} (computed from the volumes) "
+                                f"follows {program}" + (" inversely" if sign < 0 else ""),
+                                sign * correlations.loc[feature, program], at_least=at_least, null=0.0,
+                                null_name="no association", units=f"{n} subjects"))
+    for program in cohort.truth.programs:
+        if program not in cohort.truth.mri_visible_programs and program in correlations.columns:
+            claims.append(check(f"data.mri_blind_to.{program}", f"No MRI feature follows {program}, which the MRI "
+                                "does not show (largest |partial Spearman| over the features, given the visible "
+                                "programs)", partial[program].abs().max(), at_most=at_most, null=0.0,
+                                null_name="no association", units=f"{n} subjects"))
+    return claims
+
+
 def data_claims(cohort: Cohort, spec: CohortSpec, power: pd.DataFrame, levels: pd.DataFrame) -> list[Any]:
     """Chapter 1's checked statements about the demo cohort (:mod:`gbhet_lib.claims`)."""
     from ..claims import check
@@ -260,4 +334,6 @@ def data_claims(cohort: Cohort, spec: CohortSpec, power: pd.DataFrame, levels: p
             f"data.heterogeneity.{program}", f"Lineages of one patient differ in the pixels' {program} beyond the "
             "differences between sections of one lineage (nested ANOVA, 5 %)", row["F lineages / sections"],
             at_least=row["F critical (5 %)"], null=1.0, null_name="F with no lineage effect"))
+    if not cohort.mri.empty:
+        claims.extend(mri_claims(cohort, mri_feature_programs(cohort), mri_feature_programs(cohort, partial=True)))
     return claims

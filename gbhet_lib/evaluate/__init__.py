@@ -1,5 +1,6 @@
 """Evaluation layer: held-out splits and split files (:mod:`.splits`), loading trained models with a split check
-(:mod:`.models`), metrics with chance levels and bootstrap intervals over patients (:mod:`.metrics`).
+(:mod:`.models`), metrics with chance levels and bootstrap intervals over patients (:mod:`.metrics`), per-gene
+correlation with Holm–Šidák for expression predicted from images (:mod:`.expression`, imported on its own).
 
 Importing this package needs only numpy (torch and the fusion package are imported by the functions that use them).
 """

@@ -3,12 +3,14 @@
 
 :func:`fit` runs AdamW (no weight decay on biases and 1-D parameters) under a per-step learning-rate schedule
 (the authors' ALBEF-style one, :func:`~gbhet_lib.training.schedule.albef_lr`, in every trainer here), seeded
-shuffling, and writes an atomic checkpoint (``last.pt``, :mod:`gbhet_lib.training.checkpoint`) after every epoch.
+shuffling, and writes an atomic checkpoint (``last.pt``, :mod:`gbhet_lib.training.checkpoint`) after every epoch;
+an optional ``stop`` rule (:mod:`gbhet_lib.training.early_stopping`) ends it early, in a way a resume remembers.
 Calling it again on the same ``checkpoint_dir`` resumes after the last finished epoch and gives bit-identical
 weights to an uninterrupted run (on the CPU; on CUDA as far as its kernels are deterministic). A module may learn
 at its own rate: ``Run.lr_scale`` multiplies the scheduled learning rate of its parameters (e.g. the fusion
 trainer's learnable temperature). The RNA trainers (:mod:`gbhet_lib.rna.train`), the WSI triplet trainer
-(:mod:`gbhet_lib.wsi.train`) and the fusion trainer (:mod:`gbhet_lib.fusion.train`) all use it.
+(:mod:`gbhet_lib.wsi.train`), the fusion trainer (:mod:`gbhet_lib.fusion.train`) and the expression trainer
+(:mod:`gbhet_lib.training.expression`) all use it.
 
 Under ``torchrun`` (an initialised :mod:`torch.distributed` process group) the same loop is data-parallel: every
 rank draws the same epoch order, global batch b is split into ``world_size`` near-equal parts and each rank steps on
@@ -92,7 +94,8 @@ def build_optimizer(modules: Mapping[str, nn.Module], config: TrainConfig, devic
 def fit(run: Run, n_samples: int, step: StepFn, evaluate: Callable[[], dict[str, float]] | None,
         checkpoint_dir: str | Path, progress: bool, schedule: Schedule,
         epoch_order: Callable[[torch.Generator], Tensor] | None = None,
-        epoch_end: Callable[[], dict[str, float]] | None = None) -> pd.DataFrame:
+        epoch_end: Callable[[], dict[str, float]] | None = None,
+        stop: Callable[[pd.DataFrame], bool] | None = None) -> pd.DataFrame:
     """Train ``run`` for its epochs, resuming from ``checkpoint_dir`` when it holds a checkpoint of this run.
 
     ``step(rows)`` gets a batch of sample rows (a 1-D int64 CPU tensor) and returns named scalar losses
@@ -102,6 +105,14 @@ def fit(run: Run, n_samples: int, step: StepFn, evaluate: Callable[[], dict[str,
     ``lr_scale`` (:attr:`Run.lr_scale`). ``epoch_order(generator)`` gives an epoch's sample order (default: a
     random permutation of the ``n_samples`` rows; e.g. a balanced draw with replacement). ``epoch_end()`` returns
     values read after the epoch's last optimiser step (e.g. a learned temperature), recorded as they are named.
+
+    ``stop(history)`` (early stopping, e.g. :func:`~gbhet_lib.training.early_stopping.patience_stop` or
+    :class:`~gbhet_lib.training.early_stopping.KeepBest`) is called after each epoch's checkpoint is saved, and
+    once on resume with the history read back; training ends when it returns True. Whenever it is called, the
+    modules hold the weights of the history's last epoch (so it may save them, as ``KeepBest`` does). A resumed run
+    whose history already satisfies it trains no further epoch. Under ``torchrun`` every rank calls it with the
+    same history, so it must depend only on values equal on every rank (losses, ``val_`` metrics, not
+    ``train_seconds``).
 
     Returns:
         The history, one row per epoch: ``epoch``, ``lr`` (the schedule's, scale 1, of the epoch's last step),
@@ -117,6 +128,8 @@ def fit(run: Run, n_samples: int, step: StepFn, evaluate: Callable[[], dict[str,
     start, history = 0, []
     if (checkpoint_dir / CHECKPOINT).exists():
         start, history = resume(checkpoint_dir / CHECKPOINT, run, optimizer, generators, device)
+        if stop is not None and history and stop(pd.DataFrame(history)):
+            return pd.DataFrame(history)
     global_batch = cfg.batch_size * world
     n_batches = math.ceil(n_samples / global_batch)
     bar = tqdm(range(start, cfg.epochs), desc=run.kind, disable=not progress or rank > 0, initial=start,
@@ -160,6 +173,9 @@ def fit(run: Run, n_samples: int, step: StepFn, evaluate: Callable[[], dict[str,
         history.append(row)
         save(checkpoint_dir, run, optimizer, generators, device, epoch, history)
         bar.set_postfix({k: f"{v:.4g}" for k, v in row.items() if k in ("train_loss", "val_loss")})
+        if stop is not None and stop(pd.DataFrame(history)):
+            bar.close()
+            break
     return pd.DataFrame(history)
 
 

@@ -51,3 +51,12 @@ def _cosine(position: int, lr: float, min_lr: float, epochs: int) -> float:
     if position >= epochs:
         return min_lr
     return min_lr + 0.5 * (lr - min_lr) * (1 + math.cos(math.pi * position / epochs))
+
+
+def constant_lr(epoch: int, batch_idx: int, n_batches: int, lr: float = 1e-4, *rest: float) -> float:
+    """A constant learning rate ``lr`` at every step (HE2RNA's Adam at 3e-4); the other arguments are those of
+    :data:`Schedule`, accepted so that :func:`~gbhet_lib.training.loop.fit` can call it like :func:`albef_lr`."""
+    if epoch < 0 or n_batches < 1 or not 0 <= batch_idx < n_batches:
+        raise ValueError(f"need epoch ≥ 0 and 0 ≤ batch_idx < n_batches; got epoch={epoch}, "
+                         f"batch_idx={batch_idx}, n_batches={n_batches}")
+    return lr

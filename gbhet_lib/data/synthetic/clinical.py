@@ -1,7 +1,6 @@
-"""Clinical variables driven by known programs: overall / progression-free survival and imaging traits."""
+"""Clinical variables driven by known programs: overall and progression-free survival (the imaging traits are
+computed from each subject's MRI: :mod:`gbhet_lib.data.synthetic.imaging`)."""
 from __future__ import annotations
-
-from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -10,24 +9,6 @@ import pandas as pd
 OS_LOG_HAZARD: dict[str, float] = {"hypoxia": 0.7, "proliferation": 0.5, "neural": -0.5}
 PFS_LOG_HAZARD: dict[str, float] = {"hypoxia": 0.5, "proliferation": 0.6}
 AGE_LOG_HAZARD_PER_YEAR = 0.02
-
-
-@dataclass(frozen=True)
-class ImagingTrait:
-    """A binary VASARI-like MRI trait: P(trait) = sigmoid(intercept + Σ_p coef_p · activity_p)."""
-
-    name: str
-    description: str
-    intercept: float
-    coefficients: dict[str, float] = field(default_factory=dict)
-
-
-IMAGING_TRAITS: tuple[ImagingTrait, ...] = (
-    ImagingTrait("necrosis", "proportion necrosis > 1/3 (VASARI f7)", -0.3, {"hypoxia": 1.6}),
-    ImagingTrait("enhancement", "proportion enhancing > 1/3 (VASARI f5)", 0.0, {"angiogenesis": 1.4, "hypoxia": 0.5}),
-    ImagingTrait("edema", "proportion oedema > 1/3 (VASARI f14)", -0.2, {"immune": 1.4}),
-    ImagingTrait("ependymal", "ependymal extension (VASARI f19); driven by no program: negative control", -0.4),
-)
 
 
 def draw_demographics(rng: np.random.Generator, index: pd.Index) -> pd.DataFrame:
@@ -66,15 +47,6 @@ def draw_survival(
         "pfs_days": np.minimum(pfs, follow_up).round(0).astype(int).clip(min=1),
         "pfs_event": (pfs <= follow_up).astype(int),
     }, index=activity.index)
-
-
-def draw_imaging_traits(rng: np.random.Generator, activity: pd.DataFrame) -> pd.DataFrame:
-    """Binary traits (0/1), one column per ``IMAGING_TRAITS`` entry, named ``trait_<name>``."""
-    out = {}
-    for trait in IMAGING_TRAITS:
-        logit = trait.intercept + _linear(activity, trait.coefficients)
-        out[f"trait_{trait.name}"] = (rng.random(len(activity)) < 1.0 / (1.0 + np.exp(-logit))).astype(int)
-    return pd.DataFrame(out, index=activity.index)
 
 
 def _linear(activity: pd.DataFrame, coefficients: dict[str, float]) -> np.ndarray:

@@ -3,7 +3,7 @@
 ``make_demo_cohort(out_dir, spec, seed)`` writes the cohort contract of :mod:`gbhet_lib.data.cohort`
 (``kind`` synthetic, ``expression_unit`` raw_counts). Specific to the demo cohort: count rows are
 versioned gene ids (``ENSG9….N``, as in GDC STAR files), ``genes.tsv`` carries ``gene_version``, the
-clinical tables carry PFS and binary ``trait_*`` columns, ``truth.json`` holds everything that was
+clinical tables carry PFS and the binary VASARI-style ``trait_*`` columns computed from each subject's MRI, ``truth.json`` holds everything that was
 planted, and ``cohort.json`` records the spec, the seed and the generator version.
 
 Every random step draws from its own child of ``numpy.random.SeedSequence(seed)``, so a given seed gives
@@ -20,15 +20,18 @@ import numpy as np
 import pandas as pd
 
 from ..cohort import COMPLETE_MARKER, SLIDES, read_cohort_metadata, write_cohort
-from .clinical import (AGE_LOG_HAZARD_PER_YEAR, IMAGING_TRAITS, OS_LOG_HAZARD, PFS_LOG_HAZARD, draw_demographics,
-                       draw_imaging_traits, draw_survival)
+from .clinical import AGE_LOG_HAZARD_PER_YEAR, OS_LOG_HAZARD, PFS_LOG_HAZARD, draw_demographics, draw_survival
 from .expression import draw_counts, draw_size_factors, patient_and_batch_offsets
 from .genes import DEMO_MODULE_SIZE, DEMO_N_DRIVERS, DEMO_N_GENES, make_gene_universe
+from .imaging import imaging_traits_truth, render_cohort_imaging
+from .mri import MriEffects, MriGeometry
 from .ppi import make_ppi_edges
 from .programs import PROGRAMS, VISIBLE_PROGRAMS, draw_cohort_activities, draw_pool_activities
 from .slides import ProgramEffects, SlideGeometry, render_lineage_slides
 
-GENERATOR_VERSION = "4"  # 4: planted structure maps beside each slide; bump when the same spec and seed would give other output
+#: bump when the same spec and seed would give other output. 5: an MRI per patient and pool sample (traits computed
+#: from it), a diagnostic slide for ``n_diagnostic`` pool samples
+GENERATOR_VERSION = "5"
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,14 @@ class CohortSpec:
         batch_gene_sd: sd of the per-gene log shift between the lineage cohort and the pool.
         slide: slide geometry (level-0 size, µm/px, pyramid).
         effects: how strongly each visible program shows in the pixels (:class:`ProgramEffects`).
+        n_diagnostic: pool samples (the first ones; at most the pool) that also get one diagnostic slide, as TCGA's
+            patients have;
+            with their RNA and MRI they are the radiogenomic cohort of chapter 7. 120 makes Holm–Šidák over the
+            demo's 2,500 genes pass at |r| ≥ 0.38 (first step); the 8 multimodal patients alone would need 0.98.
+        mri: the MRI grid (:class:`~gbhet_lib.data.synthetic.mri.MriGeometry`); every patient and pool sample
+            gets one MRI.
+        mri_effects: how strongly each MRI-visible program shows in the volumes
+            (:class:`~gbhet_lib.data.synthetic.mri.MriEffects`).
     """
 
     n_patients: int = 8
@@ -61,6 +72,9 @@ class CohortSpec:
     batch_gene_sd: float = 0.2
     slide: SlideGeometry = SlideGeometry()
     effects: ProgramEffects = ProgramEffects()
+    n_diagnostic: int = 120
+    mri: MriGeometry = MriGeometry()
+    mri_effects: MriEffects = MriEffects()
 
     def __post_init__(self) -> None:
         problems = []
@@ -73,6 +87,8 @@ class CohortSpec:
             problems.append(f"slides_per_lineage={self.slides_per_lineage} must be >= 1")
         if self.n_pool < 0:
             problems.append(f"n_pool={self.n_pool} must be >= 0")
+        if self.n_diagnostic < 0:
+            problems.append(f"n_diagnostic={self.n_diagnostic} must be >= 0")
         if not 0 < self.n_drivers <= self.module_size or self.module_size * len(PROGRAMS) >= self.n_genes:
             problems.append(f"need 0 < n_drivers ({self.n_drivers}) <= module_size ({self.module_size}) and "
                             f"{len(PROGRAMS)} x module_size < n_genes ({self.n_genes})")
@@ -87,7 +103,10 @@ class CohortSpec:
         values = dict(values)
         slide = values.pop("slide", {})
         slide = SlideGeometry(**{**slide, "level_downsamples": tuple(slide.get("level_downsamples", (1, 4, 16)))})
-        return cls(slide=slide, effects=ProgramEffects(**values.pop("effects", {})), **values)
+        mri = values.pop("mri", {})
+        mri = MriGeometry(**{**mri, **({"shape": tuple(mri["shape"])} if "shape" in mri else {})})
+        return cls(slide=slide, effects=ProgramEffects(**values.pop("effects", {})), mri=mri,
+                   mri_effects=MriEffects(**values.pop("mri_effects", {})), **values)
 
 
 def cohort_is_complete(out_dir: str | Path, spec: CohortSpec, seed: int) -> bool:
@@ -115,8 +134,9 @@ def make_demo_cohort(
     if marker.exists():  # a different or forced cohort: never leave the old marker on new files
         marker.unlink()
     streams = dict(zip(
-        ["genes", "activity", "pool_activity", "size_factors", "offsets", "counts", "ppi", "clinical", "slides"],
-        np.random.SeedSequence(seed).spawn(9)))
+        ["genes", "activity", "pool_activity", "size_factors", "offsets", "counts", "ppi", "clinical", "slides",
+         "mri", "diagnostic"],
+        np.random.SeedSequence(seed).spawn(11)))  # children are keyed by position: adding streams changes no other
     rng = {name: np.random.default_rng(s) for name, s in streams.items()}
 
     genes = make_gene_universe(rng["genes"], spec.n_genes, spec.module_size, spec.n_drivers)
@@ -142,9 +162,15 @@ def make_demo_cohort(
     slides, slide_stats = render_lineage_slides(out / SLIDES, visible, spec.slides_per_lineage, spec.slide,
                                                 streams["slides"], n_jobs, progress,
                                                 description="gbhet synthetic slide", effects=spec.effects)
+    imaging = render_cohort_imaging(out, patient_activity, pool_activity, min(spec.n_diagnostic, spec.n_pool), spec.slide,
+                                    spec.effects, spec.mri, spec.mri_effects, streams["mri"], streams["diagnostic"],
+                                    n_jobs, progress, description="gbhet synthetic diagnostic slide")
+    patients = patients.join(imaging.traits)
+    pool_clinical = pool_clinical.join(imaging.traits)
     activity = pd.concat([lineage_activity, pool_activity])
     truth = {
-        "programs": [{"name": p.name, "visible": p.visible, "description": p.description} for p in PROGRAMS],
+        "programs": [{"name": p.name, "visible": p.visible, "mri_visible": p.mri_visible,
+                      "description": p.description} for p in PROGRAMS],
         "modules": genes.module_symbols(),
         "drivers": genes.drivers,
         "loadings": genes.module_loadings(),
@@ -153,19 +179,19 @@ def make_demo_cohort(
         "slide_lineage": {Path(f).name: lid for f, lid in zip(slides["slide_file"], slides["lineage_id"])},
         "lineage_patient": lineages["patient_id"].to_dict(),
         "survival": {"os": OS_LOG_HAZARD, "pfs": PFS_LOG_HAZARD, "age_per_year": AGE_LOG_HAZARD_PER_YEAR},
-        "imaging_traits": {t.name: {"description": t.description, "intercept": t.intercept,
-                                    "coefficients": t.coefficients} for t in IMAGING_TRAITS},
+        "imaging_traits": imaging_traits_truth(),
+        "mri_stats": imaging.planted,
+        "diagnostic_slide_stats": imaging.slide_stats,
         "ppi_communities": communities.to_dict(),
         "slide_stats": slide_stats,
     }
     return write_cohort(
         out, genes=genes.annotation, expression_lineages=counts_lineages, expression_pool=counts_pool,
         lineages=lineages, slides=slides, patients=patients, pool_clinical=pool_clinical, ppi_edges=edges, truth=truth,
-        metadata={"kind": "synthetic", "expression_unit": "raw_counts", "seed": seed,
+        mri=imaging.mri, diagnostic_slides=imaging.diagnostic_slides, metadata={"kind": "synthetic", "expression_unit": "raw_counts", "seed": seed,
                   "generator_version": GENERATOR_VERSION, "spec": spec.to_dict()})
 
 
 def _clinical_table(rng: np.random.Generator, activity: pd.DataFrame) -> pd.DataFrame:
     demographics = draw_demographics(rng, activity.index)
-    survival = draw_survival(rng, activity, demographics["age_years"])
-    return pd.concat([demographics, survival, draw_imaging_traits(rng, activity)], axis=1)
+    return pd.concat([demographics, draw_survival(rng, activity, demographics["age_years"])], axis=1)

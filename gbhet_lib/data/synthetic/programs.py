@@ -1,7 +1,9 @@
 """Latent biological programs of the synthetic GBM cohort and how their activities are drawn.
 
 A program is a latent per-sample activity (standard-normal scale, unitless). Each program drives one gene
-module; only the *image-visible* programs change slide textures, the others are negative controls.
+module; only the *image-visible* programs change slide textures, and only the *MRI-visible* ones change the MRI
+volumes; the others are negative controls (immune and neural are seen by neither modality, proliferation only
+by the slides, mesenchymal only by the MRI).
 """
 from __future__ import annotations
 
@@ -13,23 +15,29 @@ import pandas as pd
 
 @dataclass(frozen=True)
 class Program:
-    """One latent program: its name, whether slides show it, and what it stands for."""
+    """One latent program: its name, whether slides show it, whether the MRI shows it, and what it stands for."""
 
     name: str
     visible: bool
     description: str
+    mri_visible: bool = False
 
 
 PROGRAMS: tuple[Program, ...] = (
-    Program("hypoxia", True, "hypoxia / necrosis: pale necrotic foci with pseudopalisading nuclei"),
-    Program("proliferation", True, "cell cycle: nuclear density and hyperchromasia"),
-    Program("angiogenesis", True, "microvascular proliferation: vessel density, glomeruloid tufts"),
-    Program("immune", False, "myeloid / lymphoid infiltration (not rendered: negative control)"),
-    Program("neural", False, "neuronal / OPC-like state (not rendered: negative control)"),
-    Program("mesenchymal", False, "mesenchymal state (not rendered: negative control)"),
+    Program("hypoxia", True, "hypoxia / necrosis: pale necrotic foci with pseudopalisading nuclei; on MRI a larger "
+            "necrotic core", mri_visible=True),
+    Program("proliferation", True, "cell cycle: nuclear density and hyperchromasia (invisible on MRI)"),
+    Program("angiogenesis", True, "microvascular proliferation: vessel density, glomeruloid tufts; on MRI a thicker, "
+            "brighter enhancing rim", mri_visible=True),
+    Program("immune", False, "myeloid / lymphoid infiltration (rendered nowhere: negative control)"),
+    Program("neural", False, "neuronal / OPC-like state (rendered nowhere: negative control)"),
+    Program("mesenchymal", False, "mesenchymal / invasive state: not on the slides; on MRI wider oedema with "
+            "infiltrative margins", mri_visible=True),
 )
 PROGRAM_NAMES: tuple[str, ...] = tuple(p.name for p in PROGRAMS)
 VISIBLE_PROGRAMS: tuple[str, ...] = tuple(p.name for p in PROGRAMS if p.visible)
+#: the programs that change the MRI volumes (:mod:`gbhet_lib.data.synthetic.mri`); the others leave them untouched
+MRI_VISIBLE_PROGRAMS: tuple[str, ...] = tuple(p.name for p in PROGRAMS if p.mri_visible)
 
 
 def draw_cohort_activities(

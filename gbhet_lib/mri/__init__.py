@@ -1,0 +1,1 @@
+"""MRI: volumes (NIfTI), tumour sub-regions, VASARI-style traits, the MRI→expression model."""
