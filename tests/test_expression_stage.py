@@ -100,8 +100,10 @@ def test_the_radiogenomic_cohort_of_a_small_demo_cohort(small_cohort: Path) -> N
     assert 0 < len(genes) <= len(cohort.genes) and "non-zero median" in rule
     with pytest.raises(ValueError, match="n_diagnostic"):
         stage.radiogenomic_samples(cohort, n_folds=len(samples))
-    crops = stage.mri_crops(cohort, samples[:2], 16)
-    assert crops.shape == (2, 4, 16, 16, 16) and np.isfinite(crops).all()
+    crops = stage.mri_crops(cohort, samples[:2], 8, crop_mm=96)  # 16 voxels of 6 mm, pooled to 8
+    assert crops.shape == (2, 4, 8, 8, 8) and np.isfinite(crops).all()
+    with pytest.raises(ValueError, match="not a multiple of mri_input_size"):
+        stage.mri_crops(cohort, samples[:1], 16, crop_mm=128)
 
 
 @pytest.fixture(scope="module")

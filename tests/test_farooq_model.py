@@ -28,7 +28,7 @@ def test_output_shapes(config: FarooqConfig) -> None:
 
 
 def test_config_checks_name_the_fix() -> None:
-    with pytest.raises(ValueError, match=r"divisible by 2 \*\* len\(cnn_channels\) = 8.*input_size=32"):
+    with pytest.raises(ValueError, match=r"divisible by 2 \*\* len\(cnn_channels\) = 4.*input_size=32"):
         FarooqConfig(input_size=30)
     with pytest.raises(ValueError, match="hidden=10 must be divisible by heads=4"):
         FarooqConfig(hidden=10)
