@@ -156,8 +156,10 @@ def test_every_chapter_runs_the_reference_profile_offline_from_the_mirror(tmp_pa
     interpret = json.loads((config.run_dir / "metrics" / "interpret.json").read_text())
     assert interpret["claims"] and "logrank_p" in interpret["survival"]["subtype"]
     expression = json.loads((config.run_dir / "metrics" / "expression.json").read_text())
-    assert expression["n_patients"] == 20 and expression["n_genes"] == 840  # every gene: centred values
-    assert expression["he2rna_wsi"]["n_genes_tested"] == 840 and "n_significant_visible" in expression["farooq_mri"]
+    assert expression["n_patients"] == 20 and expression["n_genes"] == rna["n_genes"]  # centred values: no filter
+    assert "no non-zero-median filter" in expression["gene_filter"]
+    assert expression["he2rna_wsi"]["n_genes_tested"] == rna["n_genes"]
+    assert "n_significant_visible" in expression["farooq_mri"]
 
 
 def test_notebooks_are_stored_without_outputs_and_with_parameters() -> None:

@@ -210,7 +210,8 @@ def encode_diagnostic_slides(run: RunDir, cohort: Any, samples: Sequence[str], d
     report = tile_slides(list(paths.values()), run.coords, chapter3_tiling(run), n_jobs=n_jobs, progress=False)
     failed = report[report["status"] == "failed"]
     if len(failed):
-        raise ValueError(f"diagnostic slides could not be tiled: {failed[['slide', 'error']].head(3).to_dict('records')}")
+        shown = failed[["slide", "error"]].head(3).to_dict("records")
+        raise ValueError(f"diagnostic slides could not be tiled: {shown}")
     encoder = None
     out: dict[str, np.ndarray] = {}
     for sample, path in paths.items():
@@ -372,7 +373,8 @@ def model_targets(inputs: ExpressionInputs, settings: ExpressionSettings) -> tup
 def deep_model_parts(model: str, inputs: ExpressionInputs,
                      settings: ExpressionSettings) -> tuple[Any, Any, Any]:
     """(make_model(train_rows) → nn.Module, inputs(rows) → model arguments, the training steps' augmentation or
-    None) of a deep model: the MRI crops are flipped at random along each axis (:func:`~gbhet_lib.mri.preprocess.augment`);
+    None) of a deep model: the MRI crops are flipped at random along each axis
+    (:func:`~gbhet_lib.mri.preprocess.augment`);
     the slide's tile features are not augmented (HE2RNA's k drawn per batch is its regulariser)."""
     import torch
 
@@ -403,7 +405,8 @@ def deep_model_parts(model: str, inputs: ExpressionInputs,
     raise ValueError(f"model {model!r} is not one of the deep models {DEEP_MODELS}")
 
 
-def train_models(run: str | Path | RunDir, inputs: ExpressionInputs, settings: ExpressionSettings = ExpressionSettings(),
+def train_models(run: str | Path | RunDir, inputs: ExpressionInputs,
+                 settings: ExpressionSettings = ExpressionSettings(),
                  seed: int = 0, device: str = "cpu", models: Sequence[str] = tuple(MODELS),
                  progress: bool = True) -> dict[str, dict[str, Any]]:
     """Out-of-fold predictions of each model: model → {"predictions" (n, G), "history" (deep models: per fold and
@@ -501,10 +504,11 @@ def evaluate_model(predictions: np.ndarray, inputs: ExpressionInputs, cohort: An
     rng = np.random.default_rng(seed)
     null = ev.permutation_null_counts(predicted, observed, permutations, rng)
     summary.update({"null_n_significant_mean": float(np.mean(null)),
-                    "null_n_significant_q95": float(np.quantile(null, 0.95, method="higher")), "null_permutations": int(permutations),
+                    "null_n_significant_q95": float(np.quantile(null, 0.95, method="higher")),
+                    "null_permutations": int(permutations),
                     "median_r_ci": list(ev.bootstrap_median_r(predicted, observed, n_boot, rng)),
-                    "fold_mean_r": float(np.nanmean(ev.per_fold_mean_r(predicted, observed,
-                                                                       pd.Series(inputs.folds, index=observed.index))))})
+                    "fold_mean_r": float(np.nanmean(ev.per_fold_mean_r(
+                        predicted, observed, pd.Series(inputs.folds, index=observed.index))))})
     gene_program = gene_programs(cohort, inputs.genes)
     seen = cohort.truth.seen_by(modality)
     programs = pd.DataFrame()
@@ -605,7 +609,8 @@ def expression_claims(results: Mapping[str, Mapping[str, Any]], cohort: Any) -> 
                       check(f"expression.{model}.visible_not_over_invisible", f"{model}'s significant genes do not "
                             f"come more from what its images show ({told})", vis - inv, at_most=0, null=0.0,
                             null_name="no difference", units="genes"))
-        told = f"{inv} invisible-program genes significant; shuffled predictions give ≤ {q95:g} genes in all 95 % of the time"
+        told = (f"{inv} invisible-program genes significant; shuffled predictions give ≤ {q95:g} genes in all 95 % "
+                "of the time")
         claims.append(check(f"expression.{model}.invisible_at_null", f"The programs {model}'s images cannot show stay "
                             f"at the null ({told})", inv, at_most=q95, null=q95,
                             null_name="shuffled 95th percentile", units="genes") if inv <= q95 else
@@ -681,11 +686,14 @@ def expression_metrics(results: Mapping[str, Mapping[str, Any]], trained: Mappin
         if len(r["programs"]):
             entry["programs"] = r["programs"]["n_significant"].astype(int).to_dict()
         t = trained.get(model, {})
-        entry.update({"seconds": round(float(t.get("seconds", float("nan"))), 1), "parameters": t.get("parameters"),
+        entry.update({"seconds": round(float(t.get("seconds", float("nan"))), 1),  # this call: ~0 when read back
+                      "parameters": t.get("parameters"),
                       "folder": t.get("folder")})
         history = t.get("history")
         if isinstance(history, pd.DataFrame) and "best_epoch" in history:
             entry["best_epochs"] = history.groupby("fold")["best_epoch"].max().astype(int).tolist()
+            entry["epochs_run"] = history.groupby("fold").size().astype(int).tolist()
+            entry["train_seconds"] = round(float(history["train_seconds"].sum()), 1)  # also when read back
         out[model] = entry
     out.update({"profile": profile, "device": device, "n_patients": inputs.n_patients, "n_genes": len(inputs.genes),
                 "gene_filter": inputs.gene_filter,
