@@ -3,9 +3,9 @@
 
 Paper size (GPU): HE2RNA with ResNet-50's 2,048 tile features, hidden (1024, 1024), 100 super-tiles per patient; the
 Farooq et al. model at ``FarooqConfig.paper()`` (128³ crops of 4 sequences, R50-like CNN stages, 8-layer transformer
-768 wide with 12 heads); 20,000 genes. Demo size (CPU): the chapter's defaults (64 tile features, hidden (256, 256),
-about 40 tiles; 32³ crops, hidden 64) and 2,500 genes. Inputs are random tensors in memory, so the figures are of the
-models, not of I/O. The first step of each measurement is a warm-up and is not counted.
+768 wide with 12 heads); 20,000 genes. Demo size (CPU): the chapter's defaults (64 tile features, hidden (128, 128),
+24 tiles, about the demo's 23 a slide; 16³ crops, hidden 32) and 2,500 genes. Inputs are random tensors in memory,
+so the figures are of the models, not of I/O. The first step of each measurement is a warm-up and is not counted.
 
 GPU, paper size, one command:
     python benchmarks/expression.py --device cuda
@@ -87,8 +87,8 @@ def main() -> None:
     genes = args.genes or (2500 if args.demo else 20000)
     b = args.batch_size
     if args.demo:
-        he2rna = HE2RNA(64, genes, hidden=(256, 256))
-        tiles = torch.randn(b, 64, 40)
+        he2rna = HE2RNA(64, genes, hidden=(128, 128))
+        tiles = torch.randn(b, 64, 24)
         farooq = FarooqNet(FarooqConfig(), genes)
     else:
         he2rna = HE2RNA(2048, genes, hidden=(1024, 1024))
