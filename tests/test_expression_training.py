@@ -45,6 +45,18 @@ def test_patience_stop_and_best_epoch() -> None:
         patience_stop("val_r", 2)(history([1.0], "val_loss"))
 
 
+def test_min_epochs_holds_off_the_stop_however_early_the_peak() -> None:
+    early_peak = [0.3, 0.0, 0.0, 0.0, 0.0, 0.0]  # a noisy first epoch, then a model still learning
+    assert patience_stop("val_r", 2)(history(early_peak[:3]))
+    floor = patience_stop("val_r", 2, min_epochs=5)
+    assert not floor(history(early_peak[:3])) and not floor(history(early_peak[:4]))
+    assert floor(history(early_peak[:5]))  # the floor reached, patience long exhausted
+    with pytest.raises(ValueError, match="min_epochs="):
+        patience_stop("val_r", 2, min_epochs=-1)
+    with pytest.raises(ValueError, match="min_epochs="):
+        ExpressionTrainConfig(min_epochs=-1)
+
+
 class Scripted:
     """A run of a 1-parameter model whose 'validation score' follows a script; records the weights per epoch."""
 
@@ -112,6 +124,13 @@ def test_keep_best_restores_the_best_epoch_and_survives_a_kill(tmp_path: Path) -
     (tmp_path / "stale" / BEST).write_bytes((folder / BEST).read_bytes())
     KeepBest(tmp_path / "stale", {"model": resumed.model}, "val_r")
     assert not (tmp_path / "stale" / BEST).exists()
+
+    # a floor of 7 epochs: the same scores run on to epoch 6, and the best weights are still epoch 2's
+    floored = Scripted(scores)
+    keep = KeepBest(tmp_path / "floor", {"model": floored.model}, "val_r", "max", patience=3, min_epochs=7)
+    out = floored.fit(tmp_path / "floor", keep)
+    assert out["epoch"].tolist() == list(range(7)) and keep.restore(out) == 2
+    assert torch.equal(floored.model.weight, floored.weights[2])
 
 
 # ------------------------------------------------------------------------------------------- the trainer

@@ -13,12 +13,12 @@ from gbhet_lib.mri.preprocess import augment, tumour_centred_crop
 TINY = FarooqConfig(input_size=8, cnn_channels=(4,), hidden=8, layers=1, heads=2, mlp=16)
 
 
-@pytest.mark.parametrize("config", [FarooqConfig(), TINY], ids=["demo", "tiny"])
-def test_output_shapes(config: FarooqConfig) -> None:
+@pytest.mark.parametrize("config, tokens", [(FarooqConfig(), 8), (TINY, 64)], ids=["demo", "tiny"])
+def test_output_shapes(config: FarooqConfig, tokens: int) -> None:
     torch.manual_seed(0)
     model = FarooqNet(config, n_genes=5).eval()
     x = torch.randn(2, 4, config.input_size, config.input_size, config.input_size)
-    assert config.tokens == 64  # 8 / 2 = 4 and 32 / 8 = 4 tokens per side
+    assert config.tokens == tokens  # demo: 16 / 2³ = 2 tokens per side; tiny: 8 / 2 = 4
     assert model(x).shape == (2, 5)
     assert model.token_scores(x).shape == (2, 5, config.tokens)
     assert model.embed(x).shape == (2, config.hidden)
@@ -28,7 +28,7 @@ def test_output_shapes(config: FarooqConfig) -> None:
 
 
 def test_config_checks_name_the_fix() -> None:
-    with pytest.raises(ValueError, match=r"divisible by 2 \*\* len\(cnn_channels\) = 4.*input_size=32"):
+    with pytest.raises(ValueError, match=r"divisible by 2 \*\* len\(cnn_channels\) = 8.*input_size=32"):
         FarooqConfig(input_size=30)
     with pytest.raises(ValueError, match="hidden=10 must be divisible by heads=4"):
         FarooqConfig(hidden=10)

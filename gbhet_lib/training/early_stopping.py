@@ -1,7 +1,8 @@
 """Early stopping for the one loop (:func:`~gbhet_lib.training.loop.fit`'s ``stop``) and the best epoch's weights.
 
 * :func:`best_epoch`: the row of a history where a metric was best (the first such row; NaN never counts);
-* :func:`patience_stop`: a ``stop`` rule, True once ``patience`` epochs have passed without improvement;
+* :func:`patience_stop`: a ``stop`` rule, True once ``patience`` epochs have passed without improvement (and, if
+  given, at least ``min_epochs`` epochs have run);
 * :class:`KeepBest`: a ``stop`` rule that also keeps the weights of the best epoch in ``best.pt`` beside
   ``last.pt`` (written atomically), and :meth:`KeepBest.restore` to load them at the end.
 
@@ -31,13 +32,16 @@ BEST = "best.pt"
 Mode = Literal["max", "min"]
 
 
-def _check(metric: str, mode: str, patience: int | None = None) -> None:
+def _check(metric: str, mode: str, patience: int | None = None, min_epochs: int = 0) -> None:
     if not isinstance(metric, str) or not metric:
         raise ValueError(f"metric={metric!r} must be a history column name, e.g. 'val_r'")
     if mode not in ("max", "min"):
         raise ValueError(f"mode={mode!r} must be 'max' (higher is better) or 'min' (lower is better)")
     if patience is not None and (isinstance(patience, bool) or not isinstance(patience, int) or patience < 1):
         raise ValueError(f"patience={patience!r} must be a positive integer (epochs without improvement)")
+    if isinstance(min_epochs, bool) or not isinstance(min_epochs, int) or min_epochs < 0:
+        raise ValueError(f"min_epochs={min_epochs!r} must be a non-negative integer (epochs before stopping may "
+                         "begin)")
 
 
 def best_epoch(history: pd.DataFrame, metric: str, mode: Mode) -> int | None:
@@ -67,17 +71,22 @@ def _epochs_without_improvement(history: pd.DataFrame, metric: str, mode: Mode) 
     return len(history) - 1 - epochs.index(best)
 
 
-def patience_stop(metric: str, patience: int, mode: Mode = "max") -> Callable[[pd.DataFrame], bool]:
+def patience_stop(metric: str, patience: int, mode: Mode = "max",
+                  min_epochs: int = 0) -> Callable[[pd.DataFrame], bool]:
     """A ``stop`` rule for :func:`~gbhet_lib.training.loop.fit`: True once the last ``patience`` epochs brought no
-    improvement of ``metric`` (strictly better than the best so far; NaN is no improvement).
+    improvement of ``metric`` (strictly better than the best so far; NaN is no improvement) and at least
+    ``min_epochs`` epochs have run.
 
-    With an improvement at epoch e, training stops after epoch e + ``patience`` (HE2RNA: patience 50 on the
-    validation correlation, ``mode="max"``).
+    With an improvement at epoch e, training stops after epoch max(e + ``patience``, ``min_epochs`` − 1) (HE2RNA:
+    patience 50 on the validation correlation, ``mode="max"``). ``min_epochs`` guards a model whose validation
+    score stays at chance for its first epochs while it learns, so that a noisy early peak on a small
+    validation set cannot end it.
     """
-    _check(metric, mode, patience)
+    _check(metric, mode, patience, min_epochs)
 
     def stop(history: pd.DataFrame) -> bool:
-        return len(history) > 0 and _epochs_without_improvement(history, metric, mode) >= patience
+        return len(history) >= max(1, min_epochs) and \
+            _epochs_without_improvement(history, metric, mode) >= patience
 
     return stop
 
@@ -90,18 +99,19 @@ class KeepBest:
         modules: the modules to keep, by name (usually ``{"model": model}``, the run's modules).
         metric, mode: the history column that decides (e.g. ``val_r``, ``max``).
         patience: stop after this many epochs without improvement; None: never stop early, only keep the best.
+        min_epochs: never stop before this many epochs have run (0: no floor; see :func:`patience_stop`).
 
     A ``best.pt`` without a ``last.pt`` beside it is left over from an earlier run and is deleted when the
     rule is made (a fresh run starts afresh). Under ``torchrun`` rank 0 writes and every rank can restore.
     """
 
     def __init__(self, checkpoint_dir: str | Path, modules: Mapping[str, nn.Module], metric: str,
-                 mode: Mode = "max", patience: int | None = None) -> None:
-        _check(metric, mode, patience)
+                 mode: Mode = "max", patience: int | None = None, min_epochs: int = 0) -> None:
+        _check(metric, mode, patience, min_epochs)
         if not modules:
             raise ValueError("modules is empty: give the modules whose best weights to keep, e.g. {'model': model}")
         self.folder, self.modules = Path(checkpoint_dir), dict(modules)
-        self.metric, self.mode, self.patience = metric, mode, patience
+        self.metric, self.mode, self.patience, self.min_epochs = metric, mode, patience, min_epochs
         self.path = self.folder / BEST
         if self.path.exists() and not (self.folder / CHECKPOINT).exists() and distributed()[0] == 0:
             self.path.unlink()
@@ -124,7 +134,7 @@ class KeepBest:
                 with atomic_path(self.path) as tmp:
                     torch.save(state, tmp)
             self._saved = best
-        if self.patience is None:
+        if self.patience is None or len(history) < self.min_epochs:
             return False
         return _epochs_without_improvement(history, self.metric, self.mode) >= self.patience
 

@@ -59,6 +59,8 @@ class ExpressionTrainConfig:
     Attributes:
         epochs: at most this many epochs (60; HE2RNA 200).
         patience: stop after this many epochs without a better validation r (10; HE2RNA 50).
+        min_epochs: never stop before this many epochs (0, HE2RNA's; see
+            :func:`~gbhet_lib.training.early_stopping.patience_stop`).
         batch_size: patients per step (16, HE2RNA's).
         lr: Adam's constant learning rate (3e-4, HE2RNA's; no weight decay, no warm-up, no decay).
         seed: seeds dropout, shuffling and k draws (fold k of :func:`cross_validated_predictions` uses seed + k).
@@ -68,6 +70,7 @@ class ExpressionTrainConfig:
 
     epochs: int = 60
     patience: int = 10
+    min_epochs: int = 0
     batch_size: int = 16
     lr: float = 3e-4
     seed: int = 0
@@ -77,6 +80,8 @@ class ExpressionTrainConfig:
     def __post_init__(self) -> None:
         require(isinstance(self.patience, int) and self.patience >= 1,
                 f"patience={self.patience!r} must be a positive number of epochs")
+        require(isinstance(self.min_epochs, int) and not isinstance(self.min_epochs, bool) and self.min_epochs >= 0,
+                f"min_epochs={self.min_epochs!r} must be a non-negative number of epochs")
         self.train_config()  # checks the rest
 
     @classmethod
@@ -219,10 +224,11 @@ def fit_expression_model(model: nn.Module, inputs: Inputs, targets: np.ndarray, 
 
     spec = {"model": type(model).__name__, "hparams": getattr(model, "hparams", None),
             "n_parameters": sum(p.numel() for p in model.parameters()), "targets": _digest(y),
-            "train_rows": _digest(train_rows), "val_rows": _digest(val_rows), "patience": config.patience}
+            "train_rows": _digest(train_rows), "val_rows": _digest(val_rows), "patience": config.patience,
+            "min_epochs": config.min_epochs}
     run = Run(CHECKPOINT_FORMAT, "expression", "expression", train_config, spec, {"model": model},
               _model_generators(model))
-    keep = KeepBest(checkpoint_dir, {"model": model}, VAL_METRIC, "max", config.patience)
+    keep = KeepBest(checkpoint_dir, {"model": model}, VAL_METRIC, "max", config.patience, config.min_epochs)
     history = fit(run, len(train_rows), step, evaluate, checkpoint_dir, progress, constant_lr, stop=keep)
     history["best_epoch"] = keep.restore(history)
     return model.eval(), history
