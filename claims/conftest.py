@@ -12,7 +12,7 @@ import pytest
 from gbhet_lib.claims import recheck
 
 #: metrics files every finished demo run must hold claims in (one per chapter)
-CHAPTER_METRICS = ("01_data", "rna", "wsi", "fusion", "retrieval", "interpret", "expression")
+CHAPTER_METRICS = ("01_data", "rna", "wsi", "fusion", "retrieval", "interpret", "expression", "radiogenomics")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
