@@ -50,7 +50,7 @@ def _run_with(tmp_path: Path, claims: list[Claim], tamper: bool = False) -> Path
     stored = as_metrics(claims)
     if tamper:
         stored[0]["holds"] = not stored[0]["holds"]
-    for stem in ("01_data", "rna", "wsi", "fusion", "retrieval", "interpret", "expression"):
+    for stem in ("01_data", "rna", "wsi", "fusion", "retrieval", "interpret", "expression", "radiogenomics"):
         (tmp_path / "metrics" / f"{stem}.json").write_text(json.dumps({"claims": stored if stem == "wsi" else
                                                                       as_metrics([check(f"{stem}.ok", "s", 1, at_least=0)])}))
     return tmp_path
@@ -60,7 +60,8 @@ def test_recheck_flags_a_stored_holds_that_disagrees(tmp_path: Path) -> None:
     run = _run_with(tmp_path, [check("wsi.a", "s", 0.2, at_least=0.5)], tamper=True)
     rows = {claim.id: agrees for _, claim, agrees in recheck(run)}
     assert rows["wsi.a"] is False and rows["rna.ok"] is True
-    assert set(read_run_claims(run)) == {"01_data", "rna", "wsi", "fusion", "retrieval", "interpret", "expression"}
+    assert set(read_run_claims(run)) == {"01_data", "rna", "wsi", "fusion", "retrieval", "interpret", "expression",
+                                         "radiogenomics"}
 
 
 @pytest.mark.parametrize("value, passes", [(0.7, True), (0.3, False)])
