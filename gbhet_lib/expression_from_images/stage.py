@@ -434,13 +434,17 @@ def train_models(run: str | Path | RunDir, inputs: ExpressionInputs,
         folder.mkdir(parents=True, exist_ok=True)
         began = time.perf_counter()
         history, parameters = pd.DataFrame(), None
+        if model in DEEP_MODELS:
+            from ..mri.model import count_parameters
+
+            make, args, transform = deep_model_parts(model, inputs, settings)
+            parameters = count_parameters(make(np.arange(inputs.n_patients)))
         oof = folder / "oof.npy"
         if oof.exists():
             predictions = np.load(oof)
             if (folder / "history.tsv").exists():
                 history = pd.read_csv(folder / "history.tsv", sep="\t")
         elif model in DEEP_MODELS:
-            make, args, transform = deep_model_parts(model, inputs, settings)
             targets, mean, sd = model_targets(inputs, settings)
             predictions, history = cross_validated_predictions(
                 make, args, targets, inputs.folds, val_fraction=settings.val_fraction,
@@ -455,10 +459,6 @@ def train_models(run: str | Path | RunDir, inputs: ExpressionInputs,
         if not oof.exists():
             with atomic_path(oof, suffix=".npy") as tmp:
                 np.save(tmp, predictions)
-        if model in DEEP_MODELS:
-            from ..mri.model import count_parameters
-
-            parameters = count_parameters(deep_model_parts(model, inputs, settings)[0](np.arange(inputs.n_patients)))
         out[model] = {"predictions": np.asarray(predictions, dtype=np.float32), "history": history,
                       "folder": run.relative(folder), "seconds": time.perf_counter() - began,
                       "parameters": parameters}

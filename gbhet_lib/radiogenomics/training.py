@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -63,6 +63,21 @@ def _matrix(x: Any, name: str) -> np.ndarray:
     if not np.isfinite(array).all():
         raise ValueError(f"{name} holds NaN or infinite values; impute or drop those genes before standardising")
     return array
+
+
+def _train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, n: int, batch_size: int,
+                 generator: torch.Generator, batch_loss: Callable[[Tensor], Tensor]) -> float:
+    """One epoch over ``n`` rows in shuffled batches: ``batch_loss(rows)`` → scalar loss, a step per batch;
+    returns the loss averaged over the rows."""
+    model.train()
+    total, count = 0.0, 0
+    for batch in _batches(n, batch_size, generator):
+        loss = batch_loss(batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total, count = total + loss.item() * len(batch), count + len(batch)
+    return total / count
 
 
 def _batches(n: int, batch_size: int, generator: torch.Generator) -> list[Tensor]:
@@ -137,19 +152,15 @@ def fit_autoencoder(x: np.ndarray, config: AutoencoderConfig,
     x_train = torch.from_numpy(x[train_rows])
     stopper = _KerasEarlyStopping(model, config.patience, config.min_delta)
     rows = []
+
+    def mae(batch: Tensor) -> Tensor:
+        return (model(x_train[batch]) - x_train[batch]).abs().mean()
+
     for epoch in range(1, config.epochs + 1):
-        model.train()
-        total, count = 0.0, 0
-        for batch in _batches(len(x_train), config.batch_size, generator):
-            inputs = x_train[batch]
-            loss = (model(inputs) - inputs).abs().mean()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total, count = total + loss.item() * len(batch), count + len(batch)
+        train_loss = _train_epoch(model, optimizer, len(x_train), config.batch_size, generator, mae)
         reconstruction = predict_logits(model, x[val_rows])
         r2 = reconstruction_r2(x[val_rows], reconstruction)
-        rows.append({"epoch": epoch, "train_loss": total / count,
+        rows.append({"epoch": epoch, "train_loss": train_loss,
                      "val_mae": float(np.abs(reconstruction - x[val_rows]).mean()), "val_r2": r2})
         if stopper(epoch, r2):
             break
@@ -228,23 +239,20 @@ def fit_classifier(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, 
     inputs, targets = torch.from_numpy(x_train), torch.from_numpy(y_tr)
     stopper = _KerasEarlyStopping(model, config.patience, config.min_delta)
     rows = []
+
+    def weighted_cross_entropy(batch: Tensor) -> Tensor:
+        logits = model(inputs[batch])
+        if config.n_classes == 1:
+            losses = nn.functional.binary_cross_entropy_with_logits(logits, targets[batch].float(), reduction="none")
+        else:
+            losses = nn.functional.cross_entropy(logits, targets[batch], reduction="none")
+        return (losses * weights[batch]).mean()  # Keras' sample_weight: the batch mean of weighted losses
+
     for epoch in range(1, config.epochs + 1):
-        model.train()
-        total, count = 0.0, 0
-        for batch in _batches(len(inputs), config.batch_size, generator):
-            logits = model(inputs[batch])
-            if config.n_classes == 1:
-                losses = nn.functional.binary_cross_entropy_with_logits(logits, targets[batch].float(),
-                                                                        reduction="none")
-            else:
-                losses = nn.functional.cross_entropy(logits, targets[batch], reduction="none")
-            loss = (losses * weights[batch]).mean()  # Keras' sample_weight: the batch mean of weighted losses
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total, count = total + loss.item() * len(batch), count + len(batch)
+        train_loss = _train_epoch(model, optimizer, len(inputs), config.batch_size, generator,
+                                  weighted_cross_entropy)
         val_logits = predict_logits(model, x_val)
-        row = {"epoch": epoch, "train_loss": total / count, "val_auc": validation_auc(y_va, val_logits)}
+        row = {"epoch": epoch, "train_loss": train_loss, "val_auc": validation_auc(y_va, val_logits)}
         if config.n_classes > 1:
             row["val_accuracy"] = float((val_logits.argmax(1) == y_va).mean())
         rows.append(row)
