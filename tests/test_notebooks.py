@@ -24,7 +24,8 @@ SMOKE_PARAMETERS = {"n_patients": 2, "n_pool": 60, "n_genes": 400, "module_size"
                     "slide_height": 768, "n_jobs": 1, "epochs": 2, "encoder_img_size": 32, "fixes_epochs": 2,
                     "power_replicates": 4, "probe_folds": 2, "cv_folds": 2, "pretrain_epochs": 2, "n_boot": 200,
                     "n_diagnostic": 20, "mri_voxel_mm": 8.0, "mri_input_size": 16, "ridge_components": 8,
-                    "permutations": 20, "n_radiogenomic": 36, "trait_folds": 3}
+                    "permutations": 20, "n_radiogenomic": 36, "trait_folds": 3,
+                    "subtype_network": {"epochs": 3, "patience": 2}}
 #: the metrics file each stage writes (metrics/<name>.json)
 STAGE_METRICS = {"01_data": "01_data", "02_rna_encoding": "rna", "03_wsi_encoding": "wsi",
                  "04_fusion_training": "fusion", "05_retrieval": "retrieval", "06_interpretation": "interpret",
@@ -160,6 +161,16 @@ def test_every_chapter_runs_the_reference_profile_offline_from_the_mirror(tmp_pa
     assert "no non-zero-median filter" in expression["gene_filter"]
     assert expression["he2rna_wsi"]["n_genes_tested"] == rna["n_genes"]
     assert "n_significant_visible" in expression["farooq_mri"]
+    # chapter 8: the paper's subtype validation on the real data (both sets), with the headline keys
+    radiogenomics = json.loads((config.run_dir / "metrics" / "radiogenomics.json").read_text())
+    subtypes = radiogenomics["subtypes"]
+    assert subtypes["clanc840"]["cv"]["n_patients"] == 173 and subtypes["wide"]["cv"]["n_patients"] == 78
+    assert subtypes["clanc840"]["cv"]["n_folds"] == 3 and subtypes["vasari"]["n_rows"] == 7
+    assert radiogenomics["verhaak_base_rate"] == pytest.approx(106 / 1500)
+    assert 0 <= radiogenomics["subtype_masking_recovery"] <= 1 and 0 <= radiogenomics["verhaak_share_top50"] <= 1
+    ids = {c["id"] for c in radiogenomics["claims"]}
+    assert any(i.startswith("radiogenomics.subtypes.clanc840.masking_recovers") for i in ids)
+    assert any(i.startswith("radiogenomics.subtypes.wide.verhaak_share_top50") for i in ids)
 
 
 def test_notebooks_are_stored_without_outputs_and_with_parameters() -> None:

@@ -276,12 +276,16 @@ class TraitNet(nn.Module):
 
 
 def make_optimizer(parameters: Any, name: str, lr: float) -> torch.optim.Optimizer:
-    """Adadelta with Keras' defaults (rho 0.95, eps 1e-7) at ``lr`` (Keras: 1.0), Adam, or NAdam (Keras' Nadam)."""
+    """Adadelta with Keras' defaults (rho 0.95, eps 1e-7) at ``lr`` (Keras: 1.0), Adam, or NAdam (Keras' Nadam).
+
+    Each uses torch's multi-tensor (``foreach``) update: the same arithmetic as the per-tensor loop, which on CPU
+    torch picks by default and which took a fifth of a demo trait network's training time (measured: Adadelta
+    5.2 s of 26 s for 20 trainings)."""
     params = [p for p in parameters if p.requires_grad]
     if name == "adadelta":
-        return torch.optim.Adadelta(params, lr=lr, rho=0.95, eps=1e-7)
+        return torch.optim.Adadelta(params, lr=lr, rho=0.95, eps=1e-7, foreach=True)
     if name == "adam":
-        return torch.optim.Adam(params, lr=lr, eps=1e-7)
+        return torch.optim.Adam(params, lr=lr, eps=1e-7, foreach=True)
     if name == "nadam":
-        return torch.optim.NAdam(params, lr=lr, eps=1e-7)
+        return torch.optim.NAdam(params, lr=lr, eps=1e-7, foreach=True)
     raise ValueError(f"optimizer={name!r} must be one of {OPTIMIZERS}")

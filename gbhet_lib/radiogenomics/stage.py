@@ -46,7 +46,7 @@ from ..rundir import RunDir
 
 CHAPTER = "08_radiogenomic_traits"
 NETWORK = "network"
-RESULTS_VERSION = "2"
+RESULTS_VERSION = "3"
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,8 @@ class RadiogenomicSettings:
         permutations: permutations of the per-patient enrichment (paper: 10,000).
         top_genes: single-gene masking genes reported per trait (50).
         min_patients: a radiogenomic trait is kept when its set is enriched in at least this many patients (5).
-        n_jobs: processes of the comparators' grid searches (2; the results do not depend on it).
+        n_jobs: processes that fit the outer folds of the network and of each comparator at once (2; the results
+            do not depend on it).
     """
 
     n_radiogenomic: int = 160
@@ -269,7 +270,7 @@ def evaluate_trait(folder: Path, trait: str, inputs: RadiogenomicInputs, ae: Any
     y = inputs.labels[trait].to_numpy()
     folds = stratified_folds(y, settings.n_folds, settings.fold_seed, name=f"trait {trait!r}")
     net = cross_validated_network(inputs.x, y, folds, ae, classifier_config(trait, settings, seed),
-                                  settings.val_fraction, seed, settings.paper_selection, scaler)
+                                  settings.val_fraction, seed, settings.paper_selection, scaler, settings.n_jobs)
     scores = {NETWORK: net["oof_logits"].astype(np.float64)}
     for name in settings.comparators:
         scores[name] = cross_validated_comparator(name, inputs.x, y, folds, settings.grid, seed,
@@ -395,6 +396,59 @@ def radiogenomic_survival(interpreted: Mapping[str, Mapping[str, Any]], inputs: 
         return pd.DataFrame()
     covariates = clinical[["age_years"]] if "age_years" in clinical else None
     return trait_survival(clinical["os_days"], clinical["os_event"], features.astype(int), covariates)
+
+
+def stepwise_survival(interpreted: Mapping[str, Mapping[str, Any]], inputs: RadiogenomicInputs,
+                      settings: RadiogenomicSettings) -> tuple[list[str], Any]:
+    """The paper's stepwise AIC Cox selection (an option, shown with its caveat): base covariate age, candidates
+    the imaging traits and every radiogenomic trait; returns (selected candidates, the final CoxResult or None).
+    Its p-values are not valid after the selection (see
+    :func:`~gbhet_lib.interpret.radiogenomic_survival.stepwise_cox`)."""
+    from ..interpret.radiogenomic_survival import stepwise_cox
+    from ..interpret.radiogenomics import radiogenomic_traits
+
+    clinical = inputs.clinical
+    if "os_days" not in clinical:
+        return [], None
+    features = radiogenomic_traits({t: r["enriched"] for t, r in interpreted.items()}, settings.min_patients)
+    candidates = pd.concat([inputs.labels.add_prefix("trait_"), features.astype(float)], axis=1).astype(float)
+    base = clinical[["age_years"]] if "age_years" in clinical else None
+    return stepwise_cox(clinical["os_days"], clinical["os_event"], base, candidates)
+
+
+# ------------------------------------------------------------------------------------------------ real data
+def wants_real_data(option: bool | str, profile: str, mirror: Any) -> tuple[bool, str]:
+    """Whether the chapter runs the paper's subtype validation on real TCGA data, and why.
+
+    ``option``: ``"auto"`` (run when a data mirror is set, or on the reference, full and stemri profiles, which
+    fetch real data anyway), ``True`` (run, downloading about 2 MB when there is no mirror) or ``False``."""
+    if option not in ("auto", True, False):
+        raise ValueError(f"real_data={option!r} must be 'auto', True or False")
+    if option is True:
+        return True, "real_data=True"
+    if option is False:
+        return False, "real_data=False: the subtype validation on real TCGA data is skipped"
+    if profile != "demo" or mirror is not None:
+        return True, f"real_data='auto' with {'a data mirror' if mirror is not None else f'profile {profile!r}'}"
+    return False, ("real_data='auto' on the demo profile without a data mirror: the subtype validation on real "
+                   "TCGA data is skipped (set real_data=True to download its ~2 MB, or point $GBHET_DATA_MIRROR "
+                   "at a data mirror)")
+
+
+def real_data_validation(config: Any, settings: Any, seed: int, n_jobs: int = 1) -> dict[str, Any]:
+    """The paper's validation on real data (:mod:`~gbhet_lib.radiogenomics.subtypes`): both expression sets, the
+    subtype networks' cross-validated accuracy and probes, the VASARI rows with expression, and the claims."""
+    from . import subtypes
+
+    datasets, drg = subtypes.subtype_datasets(config.data_mirror, config.cache_dir)
+    results = subtypes.validate_subtypes(datasets, settings, seed, n_jobs)
+    vasari = subtypes.vasari_illustration(drg)
+    loo = subtypes.loo_prevalence_auc(vasari.drop(columns="subtype"))
+    return {"datasets": datasets, "results": results, "vasari": vasari, "loo": loo,
+            "n_vasari_rows": int(len(drg.vasari_binary)),
+            "claims": subtypes.subtype_claims(results, datasets),
+            "metrics": {**subtypes.subtype_metrics(results, datasets, settings, vasari, loo),
+                        "n_vasari_rows_total": int(len(drg.vasari_binary))}}
 
 
 # ------------------------------------------------------------------------------------------------ figures
@@ -534,11 +588,14 @@ def radiogenomic_claims(aucs: pd.DataFrame, interpretation: pd.DataFrame, interp
 
 def radiogenomic_metrics(aucs: pd.DataFrame, interpretation: pd.DataFrame, survival: pd.DataFrame,
                          inputs: RadiogenomicInputs, settings: RadiogenomicSettings, ae_history: pd.DataFrame,
-                         profile: str, claims: Sequence[Any]) -> dict[str, Any]:
+                         profile: str, claims: Sequence[Any], real_data: Mapping[str, Any] | None = None,
+                         stepwise: Sequence[str] = ()) -> dict[str, Any]:
     """``metrics/radiogenomics.json``: per trait and model ``auc``, ``auc_ci``, ``auc_fold_mean``; the network's
     ``auc_paper_selection`` and ``optimism``; each comparator's ``network_minus`` with its interval; per trait
     ``masking_top_set``, ``saliency_top_sets`` and the rest of the interpretation; the survival of the
-    radiogenomic traits; the cohort, settings and claims."""
+    radiogenomic traits and the paper's stepwise selection; with ``real_data`` (:func:`real_data_validation`)
+    the ``subtypes`` block and its headline keys ``subtype_masking_recovery``, ``verhaak_share_top20``,
+    ``verhaak_share_top50``, ``verhaak_base_rate`` at the top level; the cohort, settings and claims."""
     from ..claims import as_metrics
 
     traits: dict[str, Any] = {}
@@ -555,12 +612,19 @@ def radiogenomic_metrics(aucs: pd.DataFrame, interpretation: pd.DataFrame, survi
                               for k, v in row.to_dict().items()})
     prevalence = trait_prevalence(inputs)
     best_ae = ae_history.loc[ae_history["epoch"] == ae_history["best_epoch"].iloc[0]] if len(ae_history) else None
-    return {"profile": profile, "n_patients": len(inputs.samples), "n_autoencoder": len(inputs.ae_samples),
-            "n_genes": len(inputs.genes), "traits": traits, "prevalence": prevalence.to_dict(orient="index"),
-            "autoencoder_val_r2": None if best_ae is None or best_ae.empty else float(best_ae["val_r2"].iloc[0]),
-            "survival": survival.head(20).to_dict(orient="records") if len(survival) else [],
-            "n_radiogenomic_features": int(len(survival)),
-            "settings": settings.to_dict(), "claims": as_metrics(claims)}
+    out = {"profile": profile, "n_patients": len(inputs.samples), "n_autoencoder": len(inputs.ae_samples),
+           "n_genes": len(inputs.genes), "traits": traits, "prevalence": prevalence.to_dict(orient="index"),
+           "autoencoder_val_r2": None if best_ae is None or best_ae.empty else float(best_ae["val_r2"].iloc[0]),
+           "survival": survival.head(20).to_dict(orient="records") if len(survival) else [],
+           "n_radiogenomic_features": int(len(survival)), "stepwise_selected": list(stepwise),
+           "settings": settings.to_dict()}
+    if real_data is not None:
+        block = real_data["metrics"]
+        out["subtypes"] = block
+        out.update({k: block.get(k) for k in ("subtype_masking_recovery", "verhaak_share_top20",
+                                              "verhaak_share_top50", "verhaak_base_rate")})
+    out["claims"] = as_metrics(list(claims) + (list(real_data["claims"]) if real_data is not None else []))
+    return out
 
 
 #: Smedley et al.'s cross-validated AUCs (reference spec §3.6; the network's is the fold mean of the best held-out
