@@ -252,3 +252,28 @@ def test_clear_errors(binary) -> None:
         mask_gene_sets(model_score_fn(net), x, y + 1, GENES, SETS)
     with pytest.raises(ValueError, match=r"saliency has shape \(2, 300\) but genes has length 299"):
         per_patient_enrichment(np.ones((2, G)), GENES[:-1], SETS)
+
+
+@pytest.mark.parametrize("n_classes", [1, 4])
+def test_single_gene_fast_path_of_a_trait_network_equals_the_stacked_masks(n_classes: int) -> None:
+    """model_score_fn's single_genes (first layer as bias + x_g·W[:, g]) gives the scores of the (n, G) masks."""
+    from gbhet_lib.radiogenomics.networks import TraitNet
+
+    torch.manual_seed(0)
+    net = TraitNet(G, hidden=(16, 8, 4), dropout=0.3, n_classes=n_classes).eval()
+    with torch.no_grad():  # BatchNorm statistics away from 0/1, so that the test sees them used
+        for norm in net.norms:
+            norm.running_mean.uniform_(-0.5, 0.5)
+            norm.running_var.uniform_(0.5, 2.0)
+    x = _expression(3)
+    y = np.random.default_rng(0).integers(0, max(2, n_classes), N)
+    score = model_score_fn(net)
+    fast = score.single_genes(x, np.arange(0, G, 7))
+    for j, g in enumerate(range(0, G, 7)):
+        masked = np.zeros_like(x)
+        masked[:, g] = x[:, g]
+        np.testing.assert_allclose(fast[j], score(masked), atol=1e-6)
+    names = [str(c) for c in range(n_classes)] if n_classes > 1 else None
+    table = mask_single_genes(score, x, y, GENES, batch=50, class_names=names)
+    plain = mask_single_genes(lambda m: score(m), x, y, GENES, batch=50, class_names=names)  # no fast path
+    pd.testing.assert_frame_equal(table, plain, atol=1e-6)

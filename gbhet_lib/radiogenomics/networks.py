@@ -268,9 +268,16 @@ class TraitNet(nn.Module):
                 p.requires_grad_(i >= k)
 
     def forward(self, x: Tensor) -> Tensor:
-        h = self.input_dropout(x)
-        for linear, norm, act, drop in zip(self.linears, self.norms, self.activations, self.dropouts):
-            h = drop(act(norm(linear(h))))
+        return self.forward_from_first_linear(self.linears[0](self.input_dropout(x)))
+
+    def forward_from_first_linear(self, z: Tensor) -> Tensor:
+        """The rest of :meth:`forward` from the first Linear layer's output ``z`` (B, h1): single-gene masking
+        computes ``z`` as bias + x_g·W[:, g] instead of multiplying a (B, G) matrix with one non-zero column."""
+        h = z
+        for i, (norm, act, drop) in enumerate(zip(self.norms, self.activations, self.dropouts)):
+            if i:
+                h = self.linears[i](h)
+            h = drop(act(norm(h)))
         logits = self.head(h)
         return logits.squeeze(1) if self.n_classes == 1 else logits
 
