@@ -7,6 +7,14 @@ from pathlib import Path
 
 import pytest
 
+# Under pytest-xdist (`make test` runs `-n 2`) the workers share the cores: each gets cores / workers threads for
+# torch, OpenMP and BLAS, and so do the notebook kernels it starts (they inherit the environment). Two workers each
+# running two threads on two cores made a 6 s test take 92 s.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    _threads = str(max(1, (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1)))
+    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[_var] = _threads
+
 from gbhet_lib.data.synthetic import CohortSpec, SlideGeometry, make_demo_cohort
 from gbhet_lib.data.synthetic.mri import MriGeometry
 

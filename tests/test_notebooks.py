@@ -25,7 +25,7 @@ SMOKE_PARAMETERS = {"n_patients": 2, "n_pool": 60, "n_genes": 400, "module_size"
                     "power_replicates": 4, "probe_folds": 2, "cv_folds": 2, "pretrain_epochs": 2, "n_boot": 200,
                     "n_diagnostic": 20, "mri_voxel_mm": 8.0, "mri_input_size": 16, "ridge_components": 8,
                     "permutations": 20, "n_radiogenomic": 36, "trait_folds": 3,
-                    "subtype_network": {"epochs": 3, "patience": 2}}
+                    "traits": ["necrosis", "focal"], "subtype_network": {"epochs": 3, "patience": 2}}
 #: the metrics file each stage writes (metrics/<name>.json)
 STAGE_METRICS = {"01_data": "01_data", "02_rna_encoding": "rna", "03_wsi_encoding": "wsi",
                  "04_fusion_training": "fusion", "05_retrieval": "retrieval", "06_interpretation": "interpret",
