@@ -97,7 +97,7 @@ def _scaled(x: np.ndarray, train: np.ndarray, scaler: StandardScaler | None) -> 
     return (fitted.transform(x[train]).astype(np.float32), fitted.transform(x[~train]).astype(np.float32))
 
 
-def _single_threaded(task: Any) -> Any:
+def single_threaded(task: Any) -> Any:
     """Run ``task()`` with one torch thread (restored after): the same arithmetic in the main process and in a
     worker, so that results do not depend on ``n_jobs``, and faster for these small networks."""
     import torch
@@ -131,7 +131,7 @@ def _network_fold(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, 
             out["histories"].append(history.assign(selection="paper"))
         return out
 
-    return _single_threaded(task)
+    return single_threaded(task)
 
 
 def cross_validated_network(x: np.ndarray, y: np.ndarray, folds: np.ndarray, ae: GeneAutoencoder | None,

@@ -93,6 +93,8 @@ class SubtypeSettings:
     n_boot: int = 1000
 
     def config(self, seed: int) -> Any:
+        """The network's :class:`~gbhet_lib.radiogenomics.networks.ClassifierConfig`: the paper's subtype model
+        with :attr:`network`'s overrides, seeded with ``seed``."""
         from .networks import ClassifierConfig
 
         values = dict(self.network)
@@ -157,11 +159,11 @@ def _fit(x: np.ndarray, y: np.ndarray, settings: SubtypeSettings, seed: int) -> 
 
     from .training import fit_classifier
 
-    from .crossval import _single_threaded
+    from .crossval import single_threaded
 
     train, val = train_test_split(np.arange(len(y)), test_size=settings.val_fraction, stratify=y,
                                   random_state=seed)
-    return _single_threaded(lambda: fit_classifier(x[train], y[train], x[val], y[val], settings.config(seed)))
+    return single_threaded(lambda: fit_classifier(x[train], y[train], x[val], y[val], settings.config(seed)))
 
 
 def _fold_probabilities(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, settings: SubtypeSettings,
@@ -317,8 +319,7 @@ def subtype_summary(results: Mapping[str, Mapping[str, Any]], datasets: Mapping[
 
 
 def subtype_masking_table(probes: Mapping[str, Any]) -> pd.DataFrame:
-    """Sets (rows) × subtypes (columns): one-vs-rest AUC keeping only the set's genes; ``best`` marks each
-    subtype's winning set."""
+    """Sets (rows, with their gene counts) × subtypes (columns): one-vs-rest AUC keeping only the set's genes."""
     table = probes["masking"].set_index("set")
     out = table[[f"auc_{s}" for s in SUBTYPES]].rename(columns=lambda c: c.removeprefix("auc_")).round(3)
     out.insert(0, "genes", table["n_genes"])
