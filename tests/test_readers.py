@@ -354,6 +354,18 @@ def test_clinical_errors(tmp_path: Path) -> None:
         read_verhaak_clanc840(mirror_file("tcga_gbm_clinical_patient"))
 
 
+def test_verhaak_clanc840_names_the_physical_line_of_a_bad_value(tmp_path: Path) -> None:
+    lines = mirror_file("verhaak2010_clanc840").read_bytes().decode().split("\r\n")
+    blank = lines.index("")  # the upstream file has an empty line; pandas skips it, the message must not
+    target = blank + 3  # a gene row after it (0-based)
+    fields = lines[target].split("\t")
+    fields[5] = "n/a"
+    bad = tmp_path / "clanc.txt"
+    bad.write_bytes("\r\n".join(lines[:target] + ["\t".join(fields)] + lines[target + 1:]).encode())
+    with pytest.raises(ReaderError, match=rf"gene '{fields[0]}' \(line {target + 1}\), sample .* has 'n/a'"):
+        read_verhaak_clanc840(bad)
+
+
 def test_cdr_equals_the_derived_tsv(cdr: pd.DataFrame) -> None:
     assert cdr.acronym.value_counts().to_dict() == {"GBM": 596, "LGG": 515}
     oracle = pd.read_csv(mirror_file("tcga_cdr_gbm_lgg_tsv"), sep="\t", dtype={"tissue_source_site": str})

@@ -85,6 +85,14 @@ def _unique_index(ids: list[str], path: Path | str, what: str) -> pd.Index:
     return index
 
 
+def _physical_line(p: Path, table_row: int) -> int:
+    """The 1-based line of the file that holds row ``table_row`` (0-based) of a table read with pandas, which skips
+    empty lines (the ClaNC file has one)."""
+    with p.open(encoding="utf-8", errors="replace", newline="") as fh:
+        filled = [i for i, line in enumerate(fh.read().splitlines()) if line != ""]
+    return filled[table_row] + 1 if table_row < len(filled) else table_row + 1
+
+
 def read_verhaak_clanc840(path: str | Path) -> ad.AnnData:
     """Verhaak 2010 TCGA-GBM unified-core expression of the 840 ClaNC genes (centred log values).
 
@@ -111,8 +119,8 @@ def read_verhaak_clanc840(path: str | Path) -> ad.AnnData:
     values = raw.iloc[2:, 2:].apply(pd.to_numeric, errors="coerce")
     if values.isna().any().any():
         row, col = map(int, np.argwhere(values.isna().to_numpy())[0])
-        raise ReaderError(f"{p}: gene {genes.iloc[row]!r} (line {row + 3}), sample {samples[col]} has "
-                          f"{raw.iat[row + 2, col + 2]!r}, not a number.")
+        raise ReaderError(f"{p}: gene {genes.iloc[row]!r} (line {_physical_line(p, row + 2)}), sample "
+                          f"{samples[col]} has {raw.iat[row + 2, col + 2]!r}, not a number.")
     markers = blank_to_na(raw.iloc[2:, 1]).where(lambda m: m.isin(MARKER_GROUPS))
     obs = pd.DataFrame({"patient_id": patient_barcode(samples, p, "sample column"),
                         "subtype": pd.Categorical(subtypes, categories=VERHAAK_SUBTYPES)},
