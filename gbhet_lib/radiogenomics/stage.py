@@ -445,7 +445,6 @@ def real_data_validation(config: Any, settings: Any, seed: int, n_jobs: int = 1)
     vasari = subtypes.vasari_illustration(drg)
     loo = subtypes.loo_prevalence_auc(vasari.drop(columns="subtype"))
     return {"datasets": datasets, "results": results, "vasari": vasari, "loo": loo,
-            "n_vasari_rows": int(len(drg.vasari_binary)),
             "claims": subtypes.subtype_claims(results, datasets),
             "metrics": {**subtypes.subtype_metrics(results, datasets, settings, vasari, loo),
                         "n_vasari_rows_total": int(len(drg.vasari_binary))}}

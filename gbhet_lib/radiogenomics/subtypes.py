@@ -169,15 +169,14 @@ def _fit(x: np.ndarray, y: np.ndarray, settings: SubtypeSettings, seed: int) -> 
 def _fold_probabilities(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, settings: SubtypeSettings,
                         seed: int) -> np.ndarray:
     """(m, C) held-out softmax probabilities of a scaler and network fitted on the training patients only."""
+    from scipy.special import softmax
     from sklearn.preprocessing import StandardScaler
 
     from .training import predict_logits
 
     scaler = StandardScaler().fit(x_train)
     model, _ = _fit(scaler.transform(x_train).astype(np.float32), y_train, settings, seed)
-    logits = predict_logits(model, scaler.transform(x_test).astype(np.float32))
-    z = np.exp(logits - logits.max(1, keepdims=True))
-    return z / z.sum(1, keepdims=True)
+    return softmax(predict_logits(model, scaler.transform(x_test).astype(np.float32)), axis=1)
 
 
 def cross_validated_subtypes(data: SubtypeData, settings: SubtypeSettings = SubtypeSettings(), seed: int = 0,
