@@ -31,7 +31,7 @@ $(STAMP): requirements.txt pyproject.toml | $(BIN)/python
 install: $(STAMP)
 
 test: install
-	$(BIN)/python -m pytest -n 2
+	$(BIN)/python -m pytest -n 2 --durations=25
 
 study: install
 	$(BIN)/gbhet run --profile demo --run-dir $(RUN_DIR) --seed $(SEED)

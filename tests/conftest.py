@@ -15,6 +15,45 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[_var] = _threads
 
+#: hosts of the tests' local HTTP servers (fake GDC, fake Zenodo, download servers): never sent through a proxy
+LOCAL_HOSTS = ("127.0.0.1", "localhost")
+
+
+def bypass_proxy_for(hosts: tuple[str, ...], environ: dict[str, str] | os._Environ = os.environ) -> None:
+    """Add ``hosts`` to ``NO_PROXY`` and ``no_proxy`` (keeping what is there), so that requests, urllib and the
+    notebook kernels the tests start (they inherit the environment) reach local test servers directly even on a
+    machine whose ``HTTP(S)_PROXY`` points at a proxy."""
+    for var in ("NO_PROXY", "no_proxy"):
+        present = [h.strip() for h in environ.get(var, "").split(",") if h.strip()]
+        environ[var] = ",".join(present + [h for h in hosts if h not in present])
+
+
+bypass_proxy_for(LOCAL_HOSTS)
+
+ENV_REQUIRE_GPU = "GBHET_REQUIRE_GPU"
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """``@pytest.mark.requires_gpu("why")``: skip without a CUDA GPU, or fail with ``GBHET_REQUIRE_GPU=1`` (set it
+    on a GPU machine, so that a broken CUDA set-up cannot silently skip the GPU tests)."""
+    marker = item.get_closest_marker("requires_gpu")
+    if marker is None or _cuda_available():
+        return
+    why = f" ({marker.args[0]})" if marker.args else ""
+    message = f"needs a CUDA GPU{why}; torch.cuda.is_available() is False"
+    if os.environ.get(ENV_REQUIRE_GPU) == "1":
+        pytest.fail(f"{message}, and {ENV_REQUIRE_GPU}=1 makes that an error: check the driver and the torch "
+                    f"build (torch.version.cuda), or unset {ENV_REQUIRE_GPU} on a machine without a GPU.",
+                    pytrace=False)
+    pytest.skip(message)
+
+
 from gbhet_lib.data.synthetic import CohortSpec, SlideGeometry, make_demo_cohort
 from gbhet_lib.data.synthetic.mri import MriGeometry
 

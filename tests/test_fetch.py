@@ -27,10 +27,6 @@ from gbhet_lib.data.fetch import (ChecksumMismatchError, CorruptGzipError, DataE
                                   RetryPolicy, fetch, fetch_profile)
 from gbhet_lib.data.manifest import DatasetEntry, Manifest, load_manifest
 
-#: the shared data mirror, read before any test runs (CI exports $GBHET_DATA_MIRROR)
-MIRROR = mirror_root()
-
-
 @pytest.fixture(autouse=True)
 def _no_mirror_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """Download tests must not be served by the environment's mirror; tests that want one pass it."""
@@ -369,7 +365,7 @@ def test_cli_fetch_usage_errors_exit_2(args: list[str], message: str, capsys: py
 
 
 def test_cli_fetch_reference_profile_from_the_mirror(capsys: pytest.CaptureFixture) -> None:
-    mirror = MIRROR
+    mirror = mirror_root()  # the session's mirror (read as the tests started): skips without one
     start = time.perf_counter()
     status = main(["fetch", "--profile", "reference", "--mirror", str(mirror)])
     seconds = time.perf_counter() - start
@@ -379,3 +375,32 @@ def test_cli_fetch_reference_profile_from_the_mirror(capsys: pytest.CaptureFixtu
     assert len(rows) == len(load_manifest().for_profile("reference"))
     assert all(row.split()[3] == "ok" and row.split()[4] == "mirror" for row in rows), out
     assert seconds < 60, f"gbhet fetch --profile reference --mirror took {seconds:.1f} s"
+
+
+# --- the tests' own mirror rule (tests/data_mirror.py) and local servers without a proxy ------------------------
+
+def test_without_a_mirror_the_test_is_skipped_with_the_way_to_get_one(tmp_path: Path) -> None:
+    absent = tmp_path / "no-shared-data"
+    for environ in ({}, {"GBHET_DATA_MIRROR": ""}):
+        with pytest.raises(pytest.skip.Exception, match="no data mirror: set GBHET_DATA_MIRROR to a copy of"):
+            mirror_root(environ, default=absent)
+    assert mirror_root({}, default=tmp_path) == tmp_path
+    assert mirror_root({"GBHET_DATA_MIRROR": str(tmp_path)}, default=absent) == tmp_path
+
+
+def test_a_required_or_misnamed_mirror_fails_instead_of_skipping(tmp_path: Path) -> None:
+    with pytest.raises(pytest.fail.Exception, match="no data mirror.*GBHET_REQUIRE_MIRROR=1 makes a missing"):
+        mirror_root({"GBHET_REQUIRE_MIRROR": "1"}, default=tmp_path / "absent")
+    with pytest.raises(pytest.fail.Exception, match=r"GBHET_DATA_MIRROR='.*typo' is not a folder.*or unset it"):
+        mirror_root({"GBHET_DATA_MIRROR": str(tmp_path / "typo")}, default=tmp_path)
+
+
+def test_local_test_servers_bypass_a_proxy(server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from conftest import LOCAL_HOSTS, bypass_proxy_for
+
+    environ = {"no_proxy": "example.org, 127.0.0.1"}
+    bypass_proxy_for(LOCAL_HOSTS, environ)
+    assert environ == {"no_proxy": "example.org,127.0.0.1,localhost", "NO_PROXY": "127.0.0.1,localhost"}
+    for var in ("HTTP_PROXY", "http_proxy", "ALL_PROXY"):
+        monkeypatch.setenv(var, "http://192.0.2.1:9")  # a proxy nobody can reach (TEST-NET-1)
+    assert fetch(entry(server.url("/good.tsv"), GOOD), cache_dir=tmp_path, retry=FAST).read_bytes() == GOOD

@@ -214,7 +214,7 @@ def test_train_fusion_cli_needs_only_the_gpu_machine_stack() -> None:
     assert "--variant" in done.stdout and "torchrun" in done.stdout
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (bf16 autocast path)")
+@pytest.mark.requires_gpu("bf16 autocast path")  # skips without CUDA; fails with GBHET_REQUIRE_GPU=1
 def test_bf16_training_on_the_gpu_tracks_fp32(tmp_path: Path) -> None:
     data = tiny_pairs()
     image_encoder, rna_encoder = tiny_encoders()

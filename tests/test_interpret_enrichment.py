@@ -10,11 +10,12 @@ import pandas as pd
 import pytest
 from scipy.stats import hypergeom
 
+from data_mirror import mirror_root
+
 from gbhet_lib.interpret.enrichment import (ORA_COLUMNS, PRERANK_COLUMNS, enrich_top_genes, enrichment_collections,
                                             over_representation, ranked_enrichment)
 
 GENES = [f"G{i:04d}" for i in range(1000)]
-MIRROR = Path(os.environ.get("GBHET_DATA_MIRROR") or Path(__file__).resolve().parents[2] / "shared" / "data")
 
 
 @pytest.fixture
@@ -110,9 +111,8 @@ def test_enrichment_collections_demo_returns_planted_programs() -> None:
     assert enrichment_collections(cohort, config=None, include_planted=False) == {}
 
 
-@pytest.mark.skipif(not MIRROR.is_dir(), reason=f"no data mirror at {MIRROR} (set GBHET_DATA_MIRROR)")
 def test_enrichment_collections_real_gmts_through_manifest(tmp_path: Path) -> None:
-    config = SimpleNamespace(data_mirror=MIRROR, cache_dir=tmp_path / "cache")
+    config = SimpleNamespace(data_mirror=mirror_root(), cache_dir=tmp_path / "cache")
     cohort = SimpleNamespace(kind="reference")
     collections = enrichment_collections(cohort, config)
     assert list(collections) == ["Hallmark", "Verhaak 2010", "Neftel 2019"]

@@ -41,9 +41,9 @@ GOOD_ENTRY: dict[str, Any] = {
 
 @pytest.fixture(scope="module")
 def mirror() -> Path:
-    path = mirror_root()
+    path = mirror_root()  # skips without a mirror (fails with GBHET_REQUIRE_MIRROR=1): tests/data_mirror.py
     if not (path / "SHA256SUMS").is_file():
-        pytest.fail(f"no data mirror at {path} (no SHA256SUMS there): set GBHET_DATA_MIRROR to a copy of the "
+        pytest.fail(f"the data mirror {path} has no SHA256SUMS: point GBHET_DATA_MIRROR at a complete copy of the "
                     "data manifest's files (e.g. ../shared/data). This test checks the manifest against it.")
     return path
 

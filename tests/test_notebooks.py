@@ -33,6 +33,7 @@ STAGE_METRICS = {"01_data": "01_data", "02_rna_encoding": "rna", "03_wsi_encodin
 
 
 @pytest.mark.notebook
+@pytest.mark.timeout(3600)  # the whole study, DDP included: about 10 min on 2 loaded cores
 def test_all_notebooks_execute_on_the_demo_profile(tmp_path: Path) -> None:
     config = StudyConfig(profile="demo", run_dir=tmp_path / "run", seed=0, device="cpu")
     results = run_study(config, notebook_dir=NOTEBOOKS, parameters=SMOKE_PARAMETERS, progress=False)
@@ -135,6 +136,7 @@ def test_all_notebooks_execute_on_the_demo_profile(tmp_path: Path) -> None:
 
 
 @pytest.mark.notebook
+@pytest.mark.timeout(3600)  # the whole study on the reference data
 def test_every_chapter_runs_the_reference_profile_offline_from_the_mirror(tmp_path: Path) -> None:
     mirror = mirror_root()
     config = StudyConfig(profile="reference", run_dir=tmp_path / "run", seed=0, device="cpu", data_mirror=mirror,
@@ -182,6 +184,7 @@ def test_notebooks_are_stored_without_outputs_and_with_parameters() -> None:
 
 
 @pytest.mark.notebook
+@pytest.mark.timeout(1200)  # one chapter
 def test_chapter_1_runs_the_full_profile_against_a_fake_gdc(tmp_path: Path) -> None:
     from fake_gdc import serve_fake_gdc
 
@@ -207,6 +210,7 @@ def test_chapter_1_runs_the_full_profile_against_a_fake_gdc(tmp_path: Path) -> N
 
 
 @pytest.mark.notebook
+@pytest.mark.timeout(1800)  # chapter 2 on 173 real samples
 def test_chapter_2_runs_on_your_own_files(tmp_path: Path) -> None:
     """Bring your own data: an expression TSV (symbols × samples, normalised), a clinical CSV and an edge table."""
     from gbhet_lib.data.fetch import fetch

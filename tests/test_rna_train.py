@@ -223,7 +223,7 @@ def test_survival_options_and_bad_targets(data: TokenData, tmp_path: Path) -> No
         train_survival(cox, data, time, event * 2, encoder, tmp_path / "bad", progress=False)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (bf16 autocast path)")
+@pytest.mark.requires_gpu("bf16 autocast path")  # skips without CUDA; fails with GBHET_REQUIRE_GPU=1
 def test_bf16_pretraining_on_cuda(data: TokenData, tmp_path: Path) -> None:
     config = dataclasses.replace(TINY, device="cuda", amp_bf16=True)
     history = pretrain(config, data, data, tmp_path, progress=False)

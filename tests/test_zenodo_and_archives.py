@@ -469,6 +469,7 @@ def test_names_parse_to_labels() -> None:
 
 
 @pytest.mark.notebook
+@pytest.mark.timeout(1200)  # one chapter
 def test_chapter_1_runs_the_stemri_profile_against_a_fake_zenodo(zenodo: _FakeZenodo, tmp_path: Path) -> None:
     from gbhet_lib.config import StudyConfig
     from gbhet_lib.runner import run_study
