@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 from .config import ConfigError, StudyConfig
+from .errors import GbhetError
 from .io import read_json, write_json_atomic
 
 SUBDIRS: tuple[str, ...] = ("data", "models", "features", "metrics", "figures", "notebooks")
@@ -228,7 +229,7 @@ def settings_folder(root: Path, prefix: str, *settings: Any) -> Path:
     return Path(root) / f"{prefix}-{digest}"
 
 
-class RecordError(ValueError):
+class RecordError(GbhetError, ValueError):
     """A stage record is missing, unreadable or lacks a field; the message names the file and the fix."""
 
 

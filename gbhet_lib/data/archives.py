@@ -24,6 +24,7 @@ import zipfile
 from pathlib import Path, PureWindowsPath
 from typing import Literal
 
+from ..errors import GbhetError
 from ..io import file_sha256, read_json, write_json_atomic
 
 #: written into ``dest`` when an extraction completes: ``{"archive", "sha256", "format"}``
@@ -33,7 +34,7 @@ ARCHIVE_SUFFIXES: tuple[str, ...] = (".tar.gz", ".tgz", ".tar", ".zip")
 ArchiveFormat = Literal["tar", "zip"]
 
 
-class ArchiveError(ValueError):
+class ArchiveError(GbhetError, ValueError):
     """An archive cannot be extracted: unsupported format, corrupt file, or a destination conflict."""
 
 

@@ -31,6 +31,7 @@ import pooch
 import requests
 
 from ..config import ENV_CACHE_DIR, ENV_DATA_MIRROR
+from ..errors import GbhetError
 from ..io import atomic_path, file_sha256
 from .manifest import DataError, DatasetEntry, Manifest, load_manifest
 
@@ -88,8 +89,8 @@ class NetworkError(DataError):
     """The source could not be reached, or kept failing, after every retry."""
 
 
-class _RetryableError(Exception):
-    """A transient failure: connection error, dropped transfer, 5xx, stale partial file."""
+class _RetryableError(GbhetError):
+    """A transient failure: connection error, dropped transfer, 5xx, stale partial file (never leaves this module)."""
 
 
 @dataclasses.dataclass(frozen=True)

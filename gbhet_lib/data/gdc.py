@@ -37,6 +37,7 @@ import requests
 from requests.sessions import Session
 from tqdm import tqdm
 
+from gbhet_lib.errors import GbhetError
 from gbhet_lib.io import atomic_path, read_json, write_json_atomic, write_table_atomic
 
 if TYPE_CHECKING:
@@ -75,7 +76,7 @@ _VERIFIED_MARKER = ".verified.json"
 REPORT_NAME = "download_report.json"
 
 
-class GDCError(RuntimeError):
+class GDCError(GbhetError, RuntimeError):
     """A GDC request failed; the message names the request and the reason (never the token)."""
 
 
@@ -95,11 +96,11 @@ class DownloadError(GDCError):
         self.results = results
 
 
-class ManifestError(ValueError):
+class ManifestError(GbhetError, ValueError):
     """A GDC manifest (file or table) is malformed; the message names the line or row and the fix."""
 
 
-class StarCountsError(ValueError):
+class StarCountsError(GbhetError, ValueError):
     """A file is not a GDC STAR - Counts file, or several files do not fit together."""
 
 

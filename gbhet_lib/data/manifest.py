@@ -15,6 +15,7 @@ from typing import Any, Iterator, Literal, Mapping
 import yaml
 
 from ..config import PROFILES
+from ..errors import GbhetError
 
 ROLES: tuple[str, ...] = ("upstream", "derived")
 Role = Literal["upstream", "derived"]
@@ -26,7 +27,7 @@ _REQUIRED = ("name", "description", "url", "sha256", "size", "format", "licence"
 _OPTIONAL = ("member", "archive_sha256", "derived_from", "notes")
 
 
-class DataError(ValueError):
+class DataError(GbhetError, ValueError):
     """A dataset cannot be found, read or verified; the message names it and says how to fix it."""
 
 

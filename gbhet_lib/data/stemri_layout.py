@@ -30,6 +30,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..errors import GbhetError
+
 SLIDE_FORMAT = "SR<patient letter A-Z><lineage digit 0-9>-<mouse id>-<mouse survival in days>"
 PATCH_FORMAT = "<slide>_<index>_<x1>_<y1>_<x2>_<y2>.png"
 PATIENT_COLUMNS: tuple[str, ...] = ("Biopsy number", "Sex", "Age", "Tumor localization", "PFS", "OS")
@@ -45,7 +47,7 @@ _UINT = re.compile(r"[0-9]+")
 _EXAMPLES = 3  # offending names quoted per problem
 
 
-class MalformedNameError(ValueError):
+class MalformedNameError(GbhetError, ValueError):
     """A slide or patch name does not follow the authors' naming scheme."""
 
 

@@ -30,6 +30,7 @@ from typing import Any
 import pooch
 import requests
 
+from ..errors import GbhetError
 from .archives import is_archive, safe_extract, strip_archive_suffix
 
 STEMRI_DOI = "10.5281/zenodo.15807412"
@@ -39,7 +40,7 @@ _ZENODO_DOI = re.compile(r"^(?:doi:|https?://(?:dx\.)?doi\.org/)?10\.5281/zenodo
 _MD5 = re.compile(r"^[0-9a-f]{32}$")
 
 
-class ZenodoError(RuntimeError):
+class ZenodoError(GbhetError, RuntimeError):
     """A Zenodo record or file cannot be listed or downloaded; the message says which and what to do."""
 
 

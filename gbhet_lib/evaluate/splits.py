@@ -25,6 +25,7 @@ from typing import Any, Literal, Mapping, Sequence
 
 import numpy as np
 
+from ..errors import GbhetError
 from ..io import read_json, write_json_atomic
 
 SplitPolicy = Literal["patch", "slide", "lineage", "patient"]
@@ -33,7 +34,7 @@ CV_POLICY = "patient_cv"
 SPLIT_FORMAT = "gbhet.split/1"
 
 
-class SplitMismatch(ValueError):
+class SplitMismatch(GbhetError, ValueError):
     """A split file or a trained model does not match the split it claims (edited file, redrawn split)."""
 
 

@@ -32,13 +32,14 @@ from typing import Any, Mapping, Sequence
 import h5py
 import numpy as np
 
+from ..errors import GbhetError
 from ..io import atomic_path, read_json, write_json_atomic
 from ..rundir import RunDir, settings_folder
 
 DEFAULT_HELD_OUT_FRACTION = 0.25
 
 
-class MissingInputs(FileNotFoundError):
+class MissingInputs(GbhetError, FileNotFoundError):
     """A file an earlier stage should have written is not in the run directory."""
 
 

@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import pandas as pd
 import rdata
 
+from ...errors import GbhetError
 from ._rxdr import RFormatError, read_r_dataframe
 
 # TCGA placeholders such as "[Not Available]", "[Not Applicable]", "[Unknown]", "[Discrepancy]"
@@ -23,7 +24,7 @@ TCGA_PLACEHOLDER = re.compile(r"^\[[^\]]+\]$")
 _R_MAGIC = (b"RDX2\n", b"RDX3\n", b"X\n", b"RDA2\n", b"RDA3\n", b"A\n", b"B\n")
 
 
-class ReaderError(ValueError):
+class ReaderError(GbhetError, ValueError):
     """A data file cannot be read as asked; the message names the file, the problem and the fix."""
 
 

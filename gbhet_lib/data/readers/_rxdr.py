@@ -19,6 +19,8 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
+from ...errors import GbhetError
+
 # SEXP type codes (R Internals, "Serialization Formats")
 SYMSXP, LISTSXP, CHARSXP, LGLSXP, INTSXP, REALSXP, STRSXP, VECSXP = 1, 2, 9, 10, 13, 14, 16, 19
 ALTREP_SXP, NILVALUE_SXP, REFSXP = 238, 254, 255
@@ -29,7 +31,7 @@ _INT2 = struct.Struct(">ii")
 NA_INTEGER = -(2**31)
 
 
-class RFormatError(ValueError):
+class RFormatError(GbhetError, ValueError):
     """The bytes are not R serialisation this reader understands."""
 
 
