@@ -132,6 +132,55 @@ def test_unsupported_corrupt_and_foreign_destinations_are_clear(tmp_path: Path) 
     assert _leftovers(tmp_path) == []
 
 
+# ---------------------------------------------------------------- size and member-count limits (archive bombs)
+
+@pytest.mark.parametrize("kind", ["tar.gz", "zip"])
+def test_too_many_members_are_refused_before_anything_is_written(tmp_path: Path, kind: str) -> None:
+    names = {"a.txt": b"a", "b.txt": b"b", "c.txt": b"c"}
+    archive = (_tar(tmp_path / f"many.{kind}", [_file(n, d) for n, d in names.items()]) if kind == "tar.gz"
+               else _zip(tmp_path / f"many.{kind}", names))
+    with pytest.raises(UnsafeArchiveError) as caught:
+        safe_extract(archive, tmp_path / "out", max_members=2)
+    message = str(caught.value)
+    assert f"refusing to extract {archive}: it holds more than 2 members, over the limit max_members" in message
+    assert "safe_extract(..., max_members=N)" in message and "Nothing was extracted" in message
+    assert not (tmp_path / "out").exists() and _leftovers(tmp_path) == []
+    assert len(safe_extract(archive, tmp_path / "out", max_members=3)) == 3  # the limit itself is allowed
+
+
+@pytest.mark.parametrize("kind", ["tar", "zip"])
+def test_too_many_bytes_are_refused_before_anything_is_written(tmp_path: Path, kind: str) -> None:
+    names = {"small.txt": b"x" * 100, "big.bin": b"\0" * 5000}
+    archive = (_tar(tmp_path / f"bomb.{kind}", [_file(n, d) for n, d in names.items()]) if kind == "tar"
+               else _zip(tmp_path / f"bomb.{kind}", names))
+    with pytest.raises(UnsafeArchiveError, match=r"members of more than 5,000 bytes .* over the limit max_bytes.*"
+                                                 r"safe_extract\(\.\.\., max_bytes=N\)"):
+        safe_extract(archive, tmp_path / "out", max_bytes=5000)
+    assert not (tmp_path / "out").exists() and _leftovers(tmp_path) == []
+    assert len(safe_extract(archive, tmp_path / "out", max_bytes=5100)) == 2
+
+
+def test_a_zip_that_understates_a_size_is_not_extracted(tmp_path: Path) -> None:
+    archive = tmp_path / "liar.zip"
+    with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("big.bin", b"\0" * 100_000)
+    data = bytearray(archive.read_bytes())
+    central = data.index(b"PK\x01\x02")  # the central directory entry: its size field is what zipfile trusts
+    data[central + 24:central + 28] = (10).to_bytes(4, "little")
+    archive.write_bytes(bytes(data))
+    with pytest.raises(ArchiveError, match="not a readable zip archive"):
+        safe_extract(archive, tmp_path / "out", max_bytes=1000)
+    assert not (tmp_path / "out").exists() and _leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("limits", [{"max_bytes": 0}, {"max_members": -1}, {"max_members": 2.5}])
+def test_bad_limits_are_named(tmp_path: Path, limits: dict[str, object]) -> None:
+    archive = _tar(tmp_path / "a.tar", [_file("a.txt")])
+    (name, value), = limits.items()
+    with pytest.raises(ArchiveError, match=rf"{name}={value!r}: the extraction limit must be a whole number >= 1"):
+        safe_extract(archive, tmp_path / "out", **limits)
+
+
 # ---------------------------------------------------------------- good archives
 
 def test_good_tar_gz_extracts_files_and_inside_links(tmp_path: Path) -> None:

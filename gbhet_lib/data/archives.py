@@ -6,6 +6,13 @@ is written, and a refusal names the member and the archive. Tar extraction also 
 ``filter="data"`` (Python >= 3.10.12 / 3.11.4), a second line of defence that resolves links against the
 real file system (it catches chains such as a link inside a linked folder) and drops set-uid bits.
 
+Size: an archive may also be a "bomb", small on disk but huge (or with millions of members) once extracted.
+Before anything is written, the member count and the sizes the archive declares are checked against
+``max_members`` and ``max_bytes``. Those sizes bind: a tar header gives its member's exact size, and zipfile
+stops a member at its declared size (a zip that understates one fails its CRC check). The defaults are generous
+(:data:`MAX_BYTES`, :data:`MAX_MEMBERS`, far above the authors' released data); pass larger ones for an archive
+you trust.
+
 Atomicity: members go into a hidden temporary folder next to ``dest`` (same file system); a marker holding
 the archive's SHA-256 is written last; then the folder is renamed to ``dest``. An interrupted extraction
 leaves at most a hidden ``.<dest>.partial-*`` folder, never a ``dest`` that looks complete. A second call
@@ -13,6 +20,7 @@ with the same archive finds the marker and skips the work.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import posixpath
 import re
@@ -31,6 +39,11 @@ from ..io import file_sha256, read_json, write_json_atomic
 MARKER = ".extracted.json"
 ARCHIVE_SUFFIXES: tuple[str, ...] = (".tar.gz", ".tgz", ".tar", ".zip")
 
+#: default limit on the bytes an archive may extract to (1 TiB)
+MAX_BYTES = 1 << 40
+#: default limit on the number of members (files, folders, links) of an archive
+MAX_MEMBERS = 5_000_000
+
 ArchiveFormat = Literal["tar", "zip"]
 
 
@@ -39,7 +52,8 @@ class ArchiveError(GbhetError, ValueError):
 
 
 class UnsafeArchiveError(ArchiveError):
-    """An archive member would be written outside the destination, or is a special file."""
+    """An archive member would be written outside the destination or is a special file, or the archive holds more
+    members or bytes than the extraction limits allow."""
 
 
 def is_archive(name: str | os.PathLike[str]) -> bool:
@@ -64,7 +78,8 @@ def archive_format(archive: str | os.PathLike[str]) -> ArchiveFormat:
     return "zip" if name.lower().endswith(".zip") else "tar"
 
 
-def safe_extract(archive: str | os.PathLike[str], dest: str | os.PathLike[str]) -> list[Path]:
+def safe_extract(archive: str | os.PathLike[str], dest: str | os.PathLike[str], *, max_bytes: int = MAX_BYTES,
+                 max_members: int = MAX_MEMBERS) -> list[Path]:
     """Extract ``archive`` into the folder ``dest`` safely and atomically; return the extracted files.
 
     ``dest`` receives the archive's members (``dest/<member path>``). It must not exist, or must hold a
@@ -72,14 +87,22 @@ def safe_extract(archive: str | os.PathLike[str], dest: str | os.PathLike[str]) 
     skipped, a different one replaces it. Returns the regular files and links under ``dest`` (sorted,
     the marker excluded).
 
+    Args:
+        archive: a ``.tar``, ``.tar.gz``/``.tgz`` or ``.zip`` file.
+        dest: the folder to extract into.
+        max_bytes: the most bytes the members may hold once extracted (default :data:`MAX_BYTES`, 1 TiB).
+        max_members: the most members (files, folders, links) the archive may hold (default :data:`MAX_MEMBERS`).
+
     Raises:
         UnsafeArchiveError: a member has an absolute path or a ``..`` component, is a link pointing
-            outside ``dest``, or is a device file / FIFO. Nothing is extracted.
+            outside ``dest``, or is a device file / FIFO; or the archive exceeds ``max_members`` or
+            ``max_bytes``. Nothing is extracted.
         ArchiveError: unsupported suffix, missing or corrupt archive, or ``dest`` exists and was not
             made by this function.
     """
     archive, dest = Path(archive), Path(dest)
     kind = archive_format(archive)
+    limits = _Limits(archive, max_bytes, max_members)
     if not archive.is_file():
         raise ArchiveError(f"{archive}: no such archive file.")
     digest = file_sha256(archive)
@@ -92,13 +115,49 @@ def safe_extract(archive: str | os.PathLike[str], dest: str | os.PathLike[str]) 
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.partial-", dir=dest.parent))
     try:
-        _extract_tar(archive, tmp) if kind == "tar" else _extract_zip(archive, tmp)
+        _extract_tar(archive, tmp, limits) if kind == "tar" else _extract_zip(archive, tmp, limits)
         write_json_atomic(tmp / MARKER, {"archive": archive.name, "sha256": digest, "format": kind})
         _publish(tmp, dest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return _listing(dest)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Limits:
+    """The extraction limits of one :func:`safe_extract` call, and the errors that name them."""
+
+    archive: Path
+    max_bytes: int
+    max_members: int
+
+    def __post_init__(self) -> None:
+        for name in ("max_bytes", "max_members"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ArchiveError(f"{name}={value!r}: the extraction limit must be a whole number >= 1.")
+
+    def check_members(self, count: int) -> None:
+        """Raise when ``count`` members exceed ``max_members``."""
+        if count > self.max_members:
+            raise self._exceeded(f"more than {self.max_members:,} members", "max_members")
+
+    def check_bytes(self, total: int) -> None:
+        """Raise when members of ``total`` bytes (their sizes as the archive declares them) exceed ``max_bytes``."""
+        if total > self.max_bytes:
+            raise self._exceeded(f"members of more than {self.max_bytes:,} bytes ({_gib(self.max_bytes)}) once "
+                                 "extracted", "max_bytes")
+
+    def _exceeded(self, what: str, limit: str) -> UnsafeArchiveError:
+        return UnsafeArchiveError(
+            f"refusing to extract {self.archive}: it holds {what}, over the limit {limit}. Nothing was extracted. An "
+            f"archive this large is damaged or an archive bomb; if you trust it, raise the limit: "
+            f"safe_extract(..., {limit}=N) (fetch_record_file: extract_{limit}=N).")
+
+
+def _gib(nbytes: int) -> str:
+    return f"{nbytes / 2**30:,.1f} GiB"
 
 
 def _completed_extraction(dest: Path) -> dict[str, str] | None:
@@ -168,13 +227,25 @@ def _tar_member_problem(member: tarfile.TarInfo) -> str | None:
     return None
 
 
-def _extract_tar(archive: Path, into: Path) -> None:
+def _tar_members(tar: tarfile.TarFile, limits: _Limits) -> list[tarfile.TarInfo]:
+    """The members of ``tar``, read one header at a time so that a huge count stops early; sizes checked."""
+    members: list[tarfile.TarInfo] = []
+    total = 0
+    for member in tar:
+        members.append(member)
+        limits.check_members(len(members))
+        total += member.size if member.isreg() else 0
+        limits.check_bytes(total)
+    return members
+
+
+def _extract_tar(archive: Path, into: Path, limits: _Limits) -> None:
     if not hasattr(tarfile, "data_filter"):
         raise ArchiveError("this Python lacks tar extraction filters (PEP 706); use Python >= 3.10.12, "
                            ">= 3.11.4 or >= 3.12 to extract downloaded archives.")
     try:
         with tarfile.open(archive, "r:*") as tar:
-            members = tar.getmembers()
+            members = _tar_members(tar, limits)  # a tar header states its member's exact size
             for member in members:
                 if problem := _tar_member_problem(member):
                     raise _refuse(archive, member.name, problem)
@@ -198,13 +269,17 @@ def _zip_member_problem(info: zipfile.ZipInfo) -> str | None:
     return None
 
 
-def _extract_zip(archive: Path, into: Path) -> None:
+def _extract_zip(archive: Path, into: Path, limits: _Limits) -> None:
     try:
         with zipfile.ZipFile(archive) as zf:
-            for info in zf.infolist():
+            infos = zf.infolist()
+            limits.check_members(len(infos))
+            limits.check_bytes(sum(info.file_size for info in infos))
+            for info in infos:
                 if problem := _zip_member_problem(info):
                     raise _refuse(archive, info.filename, problem)
             zf.extractall(into)
     except zipfile.BadZipFile as err:
         raise ArchiveError(f"{archive}: not a readable zip archive ({err}). "
                            "The download may be truncated: delete it and download it again.") from err
+
