@@ -171,8 +171,8 @@ def test_read_genes_x_samples_tsv(tmp_path: Path) -> None:
     out = read_expression_table(path)
     assert out.index.tolist() == ENSG and out.columns.tolist() == ["S1", "S2"] and out.dtypes.eq(float).all()
     assert out.loc["ENSG00000002586", "S2"] == 2.0
-    assert out.attrs["orientation"] == ("orientation auto: read as genes × samples: 100% of 3 row labels and 0% of 2 "
-                                        "column labels look like gene ids (Ensembl ENSG…)")
+    assert out.attrs["orientation"] == ("auto: genes × samples: 100% of 3 row labels and 0% of 2 column labels look "
+                                        "like gene ids (Ensembl ENSG…)")
 
 
 def test_read_samples_x_genes_csv_gz_is_transposed(tmp_path: Path) -> None:
@@ -180,13 +180,15 @@ def test_read_samples_x_genes_csv_gz_is_transposed(tmp_path: Path) -> None:
     out = read_expression_table(path)
     assert out.index.tolist() == ENSG and out.columns.tolist() == ["S1", "S2"]
     assert out["S2"].tolist() == [4.0, 5.0, 6.0]
-    assert "samples × genes, transposed to genes × samples" in out.attrs["orientation"]
+    assert out.attrs["orientation"].startswith("auto: samples × genes (transposed): 0% of 2 row labels and 100%")
 
 
 def test_symbols_need_an_annotation_or_an_orientation(tmp_path: Path) -> None:
     path = write(tmp_path / "x.tsv", "\tS1\tS2\nTP53\t1\t2\nTSPAN6\t3\t4\n")
     with pytest.raises(ReaderError, match=r"x.tsv: no column or row looks like gene ids: 0% of 2 row labels.*Fix: "
-                                          r"pass annotation= so gene symbols are recognised, or pass orientation="):
+                                          r"set `orientation='genes_x_samples'` or `orientation='samples_x_genes'` "
+                                          r"in the chapter's parameters \(gene symbols are recognised only with an "
+                                          r"annotation\)"):
         read_expression_table(path)
     annotation = pd.DataFrame({"gene_id": ["ENSG00000141510", "ENSG00000000003"], "symbol": ["TP53", "TSPAN6"]})
     assert read_expression_table(path, annotation=annotation).index.tolist() == ["TP53", "TSPAN6"]
@@ -211,18 +213,18 @@ def test_read_h5ad_samples_x_genes(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("text, kwargs, message", [
-    ("g\tS1\tS1\n" + "".join(f"{g}\t1\t2\n" for g in ENSG), {},
-     r"sample name\(s\) \['S1'\] occur more than once; give every sample a unique name"),
     ("g\tS1\tS2\n" + "".join(f"{g}\t1\t2\n" for g in ENSG[:2]) + f"{ENSG[2]}\t1\tlots\n", {},
-     r"gene 'ENSG00000000003_TSPAN6', sample 'S2' holds 'lots', not a number \(1 such cells\)\. Fix: remove text"),
+     r"data row 3, column 'S2' \(gene 'ENSG00000000003_TSPAN6', sample 'S2'\) holds 'lots', not a number \(1 such "
+     r"cells in 1 column\(s\): 'S2'\)\. Fix: remove the text columns"),
     ("g\tS1\tS2\n" + "".join(f"{g}\t1\t-2\n" for g in ENSG), {},
-     r"gene 'ENSG00000141510.17', sample 'S2' is negative \(-2.0; 3 such cells\)\. Fix: .*values='normalised'"),
+     r"gene 'ENSG00000141510.17', sample 'S2' is negative \(-2.0; 3 such cells\)\. Fix: .*"
+     r"set `expression_values='normalised'` in the chapter's parameters"),
     ("g\tS1\tS2\n" + "".join(f"{g}\t1\t\n" for g in ENSG), {"values": "normalised"},
      r"gene 'ENSG00000141510.17', sample 'S2' is empty, NA or infinite"),
     ("g\tS1\tS2\n" + "".join(f"{g}\t1\t2\n" for g in ENSG) + "\t1\t2\n", {},
-     r"row 4 has no label \(1 such rows\)"),
+     r"data row 4 has no label \(1 such rows\)"),
     ("g\tS1\tS2\n" + "".join(f"{g}\t1\t2\n" for g in ENSG) + "x\t1\t2\t3\t4\n", {},
-     r"cannot be parsed as a tab-separated table \(Error tokenizing data.*Expected 3 fields in line 5, saw 5"),
+     r"cannot be parsed as a tab-delimited table \(line 5 has 5 fields where the rows above have 3\)"),
     ("g\t" + "\t".join(ENSG[:2]) + "\n" + "".join(f"{g}\t1\t2\n" for g in ENSG[:2]), {},
      r"rows and columns look equally like gene ids"),
 ])
@@ -235,7 +237,7 @@ def test_read_bad_tables(tmp_path: Path, text: str, kwargs: dict[str, str], mess
 def test_normalised_values_may_be_negative_and_bad_files(tmp_path: Path) -> None:
     path = write(tmp_path / "x.tsv", "g\tS1\tS2\n" + "".join(f"{g}\t-1.5\t2\n" for g in ENSG))
     assert read_expression_table(path, values="normalised")["S1"].tolist() == [-1.5] * 3
-    with pytest.raises(ReaderError, match=r"x.xlsx: unsupported file type.*Save the matrix as TSV, CSV or h5ad"):
+    with pytest.raises(ReaderError, match=r"x.xlsx: unsupported file type.*Fix: save the matrix as TSV, CSV or h5ad"):
         read_expression_table(write(tmp_path / "x.xlsx", "junk"))
     with pytest.raises(ReaderError, match=r"missing.tsv: file not found"):
         read_expression_table(tmp_path / "missing.tsv")
@@ -243,8 +245,17 @@ def test_normalised_values_may_be_negative_and_bad_files(tmp_path: Path) -> None
         read_expression_table(write(tmp_path / "x.h5ad", "not hdf5"))
     with pytest.raises(ReaderError, match=r"layer='raw' applies to .h5ad files only"):
         read_expression_table(path, layer="raw")
-    with pytest.raises(ValueError, match="orientation='rows'"):
+    with pytest.raises(ValueError, match=r"x.tsv: orientation='rows' is not one of 'auto', 'genes_x_samples', "
+                                         r"'samples_x_genes'\. Fix: set `orientation=` in the chapter's parameters"):
         read_expression_table(path, orientation="rows")  # type: ignore[arg-type]
+
+
+def test_repeated_sample_columns_are_averaged_and_reported(tmp_path: Path) -> None:
+    path = write(tmp_path / "x.tsv", "g\tS1\tS1\n" + "".join(f"{g}\t1\t2\n" for g in ENSG))
+    out = read_expression_table(path)
+    assert out.columns.tolist() == ["S1"] and out["S1"].tolist() == [1.5] * 3
+    assert out.attrs["report"].steps["repeated samples"] == ("1 sample on 2 rows (e.g. 'S1' × 2): averaged "
+                                                             "(aggregate_samples='mean') → 1 sample")
 
 
 def test_read_then_normalise_the_demo_cohort(small_cohort: Path) -> None:
