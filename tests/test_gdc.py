@@ -288,7 +288,7 @@ def test_failures_are_reported_together_after_the_other_files(server: FakeGDC, t
     assert len(server.data_requests(missing)) == 1  # a 404 is not retried
 
 
-@pytest.mark.parametrize("bad_name", ["../x", "/etc/passwd", "..", "a\\b", "C:evil"])
+@pytest.mark.parametrize("bad_name", ["../x", "/etc/passwd", "..", "a\\b", "C:evil", "a\x00b", " "])
 def test_unsafe_file_names_are_refused_before_anything_is_fetched(server: FakeGDC, tmp_path: Path,
                                                                   bad_name: str) -> None:
     manifest = _add_files(server, [10, 10])
@@ -297,6 +297,16 @@ def test_unsafe_file_names_are_refused_before_anything_is_fetched(server: FakeGD
     with pytest.raises(gdc.ManifestError, match=re.escape(f"filename {bad_name!r} refused")):
         _client(server).download_files(manifest, out, progress=False)
     assert server.received == [] and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("bad_name", ["../../evil.sh", "/etc/cron.d/x", "x\x00.svs"])
+def test_unsafe_names_from_the_server_never_become_paths(server: FakeGDC, tmp_path: Path, bad_name: str) -> None:
+    server.hits["files"] = [_file_hit(0), {**_file_hit(1), "file_name": bad_name}]
+    out = tmp_path / "run" / "data" / "gdc"
+    with pytest.raises(gdc.ManifestError, match=re.escape(f"row 1: file {_uuid(1)}: filename {bad_name!r} refused")):
+        _client(server).resolve(gdc.star_counts_query(), out)
+    assert not out.exists() or not any(out.iterdir())  # no manifest was written
+    assert server.data_requests() == []
 
 
 def test_concurrency_bound_is_respected(server: FakeGDC, tmp_path: Path) -> None:

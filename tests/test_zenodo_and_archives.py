@@ -251,12 +251,16 @@ class _FakeZenodo:
         self.shape = "legacy"
         self.access = "open"
         self.file_requests: list[str] = []
+        self.file_auth: list[tuple[str, str | None]] = []  # (host, Authorization header) of every file request
+        self.links: dict[str, str] = {}  # name -> a file link other than the API's own
+        self.redirects: dict[str, str] = {}  # name -> where its download redirects to
+        self.record_auth: list[str | None] = []
 
     def record(self) -> dict[str, object]:
         entries = []
         for name, data in self.files.items():
             md5 = hashlib.md5(data).hexdigest()
-            url = f"{self.base}/api/records/{RECORD_ID}/files/{name}/content"
+            url = self.links.get(name, f"{self.base}/api/records/{RECORD_ID}/files/{name}/content")
             entries.append({"key": name, "size": len(data), "checksum": f"md5:{md5}", "links": {"self": url}}
                            if self.shape == "legacy" else
                            {"filename": name, "filesize": len(data), "checksum": md5, "links": {"download": url}})
@@ -269,10 +273,18 @@ class _Handler(BaseHTTPRequestHandler):
         fake: _FakeZenodo = self.server.fake  # type: ignore[attr-defined]
         parts = self.path.strip("/").split("/")
         if parts == ["api", "records", RECORD_ID]:
+            fake.record_auth.append(self.headers.get("Authorization"))
             self._send(200, json.dumps(fake.record()).encode(), "application/json")
         elif parts[:3] == ["api", "records", RECORD_ID] and parts[3:4] == ["files"] and parts[-1] == "content":
             name = "/".join(parts[4:-1])
             fake.file_requests.append(name)
+            fake.file_auth.append((self.headers["Host"].split(":")[0], self.headers.get("Authorization")))
+            if name in fake.redirects:
+                self.send_response(302)
+                self.send_header("Location", fake.redirects.pop(name))
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
             self._send(200, fake.served.get(name, fake.files.get(name, b"")), "application/octet-stream")
         else:
             self._send(404, b'{"status": 404, "message": "not found"}', "application/json")
@@ -366,6 +378,43 @@ def test_record_errors_are_clear(zenodo: _FakeZenodo, tmp_path: Path) -> None:
     zenodo.access = "restricted"
     with pytest.raises(ZenodoError, match=r"lists no files you can download \(file access: restricted\)"):
         record_files(STEMRI_DOI, api_url=_api(zenodo), timeout_s=5)
+
+
+def test_the_token_goes_only_to_the_zenodo_host(zenodo: _FakeZenodo, tmp_path: Path) -> None:
+    token = "zenodo-s3cret"
+    zenodo.files = {"a.txt": b"alpha", "b.txt": b"beta", "c.txt": b"gamma"}
+    port = zenodo.base.rsplit(":", 1)[1]
+    elsewhere = f"http://localhost:{port}/api/records/{RECORD_ID}/files"  # same server, another host name
+    zenodo.links["b.txt"] = f"{elsewhere}/b.txt/content"
+    zenodo.redirects["c.txt"] = f"{elsewhere}/c.txt/content"
+    for name in zenodo.files:
+        got = fetch_record_file(name, tmp_path, api_url=_api(zenodo), token=token, timeout_s=5)
+        assert got.path.read_bytes() == zenodo.files[name]
+    bearer = f"Bearer {token}"
+    assert zenodo.record_auth == [bearer] * 3
+    assert zenodo.file_auth == [("127.0.0.1", bearer),  # a.txt: a link on the Zenodo host
+                                ("localhost", None),  # b.txt: a link on another host gets no token
+                                ("127.0.0.1", bearer), ("localhost", None)]  # c.txt: not through a redirect
+
+
+@pytest.mark.parametrize("name", ["../evil.tar.gz", "sub/evil.txt", "/etc/passwd", "..", "C:evil", "a\x00b", " "])
+def test_record_file_names_must_be_plain_names(zenodo: _FakeZenodo, tmp_path: Path, name: str) -> None:
+    zenodo.files = {"fine.txt": b"x", name: b"evil"}
+    with pytest.raises(ZenodoError, match=r"file name .* refused: .*nothing is downloaded from this record") as caught:
+        fetch_record_file("fine.txt", tmp_path / "cache", api_url=_api(zenodo), timeout_s=5)
+    assert f"file name {name!r} refused" in str(caught.value)
+    assert zenodo.file_requests == [] and not (tmp_path / "cache").exists()
+
+
+def test_a_cut_download_is_resumed_and_a_stale_cached_file_replaced(zenodo: _FakeZenodo, tmp_path: Path) -> None:
+    data = bytes(range(256)) * 64
+    zenodo.files = {"r.bin": data}
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "r.bin").write_bytes(b"stale")  # a wrong file in the cache is not taken for the download
+    (cache / "r.bin.part").write_bytes(data[:1000])  # the fake ignores Range: the engine starts over (HTTP 200)
+    assert fetch_record_file("r.bin", cache, api_url=_api(zenodo), timeout_s=5).path.read_bytes() == data
+    assert sorted(p.name for p in cache.iterdir()) == ["r.bin"]
 
 
 def test_unreachable_server_is_a_clear_error() -> None:

@@ -3,36 +3,31 @@
 * With a mirror (argument, else ``$GBHET_DATA_MIRROR``) a dataset is ``<mirror>/<mirror_path>``: its sha256 is
   checked and that path is returned as is. No copy: the mirror is read-only, already local, and the checksum
   proves it holds the manifest's bytes; callers must not write to returned paths.
-* Without a mirror the pinned ``url`` is downloaded with pooch into the cache (``$GBHET_CACHE_DIR`` or
-  ``~/.cache/gbhet``), laid out like a mirror (``<cache>/<mirror_path>``), so a filled cache can serve as a mirror.
-  Downloads stream into ``<file>.part``, resume it with an HTTP Range request, and retry connection errors and
-  5xx answers with exponential back-off. A ``member`` is extracted from its zip/wheel container, which stays in
-  ``<cache>/_archives/`` for the other members.
+* Without a mirror the pinned ``url`` is downloaded into the cache (``$GBHET_CACHE_DIR`` or ``~/.cache/gbhet``),
+  laid out like a mirror (``<cache>/<mirror_path>``), so a filled cache can serve as a mirror. Downloads go through
+  the data layer's one engine (:func:`gbhet_lib.data.download.download`): they stream into ``<file>.part``,
+  resume it with an HTTP Range request, and retry connection errors, 429 and 5xx answers with exponential
+  back-off. A ``member`` is extracted from its zip/wheel container, which stays in ``<cache>/_archives/`` for the
+  other members.
 
 A file that fails verification is never used: a download is deleted, a mirror file is reported. The error says
 whether the bytes are an HTML page, a Git LFS pointer, a truncated gzip or simply different, and how to get out.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import gzip
-import logging
 import os
 import shutil
-import time
 import zipfile
 import zlib
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator, Literal, Sequence
+from typing import TYPE_CHECKING, Callable, Literal, Sequence
 from urllib.parse import urlparse
 
-import pooch
-import requests
-
 from ..config import ENV_CACHE_DIR, ENV_DATA_MIRROR
-from ..errors import GbhetError
 from ..io import atomic_path, file_sha256
+from .download import HttpStatusError, RetriesExhaustedError, RetryPolicy, download, partial_path
 from .manifest import DataError, DatasetEntry, Manifest, load_manifest
 
 if TYPE_CHECKING:
@@ -87,37 +82,6 @@ class DownloadError(DataError):
 
 class NetworkError(DataError):
     """The source could not be reached, or kept failing, after every retry."""
-
-
-class _RetryableError(GbhetError):
-    """A transient failure: connection error, dropped transfer, 5xx, stale partial file (never leaves this module)."""
-
-
-@dataclasses.dataclass(frozen=True)
-class RetryPolicy:
-    """How hard a download tries.
-
-    Attributes:
-        attempts: requests made at most, the first one included (>= 1).
-        backoff_s: wait before the 2nd attempt, seconds; doubles each time.
-        max_backoff_s: longest wait between attempts, seconds.
-        connect_timeout_s: seconds to wait for a connection.
-        read_timeout_s: seconds to wait for the next bytes of an answer.
-    """
-
-    attempts: int = 5
-    backoff_s: float = 1.0
-    max_backoff_s: float = 30.0
-    connect_timeout_s: float = 10.0
-    read_timeout_s: float = 60.0
-
-    def __post_init__(self) -> None:
-        if self.attempts < 1 or self.backoff_s < 0 or self.max_backoff_s < 0:
-            raise ValueError(f"invalid {self}: attempts must be >= 1 and waits >= 0")
-
-    def wait_s(self, attempt: int) -> float:
-        """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
-        return min(self.backoff_s * 2 ** (attempt - 1), self.max_backoff_s)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -258,7 +222,8 @@ def _fetch(entry: DatasetEntry, mirror: Path | None, cache_dir: Path | None, pro
         _download(entry.url, target, entry.sha256, entry.size, entry.name, entry.format, progress, retry)
     else:
         archive = cache_root / ARCHIVE_DIR / Path(urlparse(entry.url).path).name  # shared by all its members
-        _download(entry.url, archive, entry.archive_sha256, None, entry.name, "zip", progress, retry)
+        if not _usable_container(archive, entry.archive_sha256):
+            _download(entry.url, archive, entry.archive_sha256, None, entry.name, "zip", progress, retry)
         _extract_member(entry, archive, target)
     return target, "download"
 
@@ -277,17 +242,27 @@ def _from_mirror(entry: DatasetEntry, mirror: Path) -> Path:
 
 def _download(url: str, target: Path, sha256: str | None, size: int | None, label: str, fmt: str, progress: bool,
               retry: RetryPolicy) -> None:
-    """Download ``url`` to ``target`` through pooch, verified against ``sha256`` and ``size`` (bytes) if given."""
-    part = target.with_name(target.name + ".part")
+    """Download ``url`` to ``target`` (the one engine), verified against ``sha256`` and ``size`` (bytes) if given."""
     way_out = (f"The download was deleted, nothing was cached. Retry (gbhet fetch --only {label}); if it fails the "
                f"same way, the source changed: check {url} and, if the change is intended, update sha256/size of "
                f"{label!r} in data_manifest/datasets.yaml.")
     check = None if sha256 is None else (
         lambda path: _verify(path, sha256, label, fmt, way_out, size=size, shown=target))
-    downloader = ResumableDownloader(part=part, label=label, retry=retry, progress=progress, check=check)
-    with _pooch_log_level(logging.INFO if progress else logging.WARNING):
-        pooch.retrieve(url, known_hash=None if sha256 is None else f"sha256:{sha256}", fname=target.name,
-                       path=target.parent, downloader=downloader)
+    ResumableDownloader(part=partial_path(target), label=label, retry=retry, progress=progress, check=check,
+                        total=size)(url, str(target))
+
+
+def _usable_container(archive: Path, sha256: str | None) -> bool:
+    """True when the cached container ``archive`` can serve its members: present, with ``sha256`` if pinned.
+
+    A container that fails its pin is deleted; one without a pin is checked through its members' checksums.
+    """
+    if not archive.is_file():
+        return False
+    if sha256 is None or file_sha256(archive) == sha256:
+        return True
+    archive.unlink()
+    return False
 
 
 def _extract_member(entry: DatasetEntry, archive: Path, target: Path) -> None:
@@ -314,11 +289,12 @@ def _extract_member(entry: DatasetEntry, archive: Path, target: Path) -> None:
 
 @dataclasses.dataclass
 class ResumableDownloader:
-    """A pooch downloader that streams with requests into a stable ``part`` file and resumes it.
+    """A downloader in pooch's interface (``downloader(url, output_file, pooch)``) over the data layer's engine.
 
-    A dropped transfer resumes from the bytes already in ``part`` (HTTP Range); connection errors, timeouts and
-    5xx answers are retried with exponential back-off (:class:`RetryPolicy`); 404 and other 4xx are final.
-    ``check`` (e.g. a checksum test) runs on the complete file; if it raises, the file is deleted.
+    It streams into a stable ``part`` file and resumes it (HTTP Range); connection errors, timeouts, 429 and 5xx
+    answers are retried with exponential back-off (:class:`RetryPolicy`); 404 and other 4xx are final. ``check``
+    (e.g. a checksum test) runs on the complete file; if it raises, the file is deleted. Errors are this module's
+    (:class:`RemoteNotFoundError`, :class:`DownloadError`, :class:`NetworkError`), naming the dataset.
 
     Attributes:
         part: where the partial download lives between attempts and runs.
@@ -326,6 +302,7 @@ class ResumableDownloader:
         retry: the retry policy.
         progress: show a tqdm progress bar on stderr.
         check: called with the path of the complete download; raises to reject it.
+        total: the expected size in bytes, for the progress bar only (None: unknown).
     """
 
     part: Path
@@ -333,91 +310,41 @@ class ResumableDownloader:
     retry: RetryPolicy = dataclasses.field(default_factory=RetryPolicy)
     progress: bool = False
     check: Callable[[Path], None] | None = None
+    total: int | None = None
 
     def __call__(self, url: str, output_file: str, pooch_: object = None, check_only: bool = False) -> None:
         """Download ``url`` into ``output_file`` (the pooch interface; ``check_only`` is not supported)."""
         if check_only:
             raise NotImplementedError("ResumableDownloader only downloads; it cannot check availability")
-        self.part.parent.mkdir(parents=True, exist_ok=True)
-        self._download(url)
+        start = self.part.stat().st_size if self.part.exists() else 0
+        bar = _progress_bar(self.label, self.total, start) if self.progress else None
         try:
-            if self.check is not None:
-                self.check(self.part)
-        except BaseException:
-            self.part.unlink(missing_ok=True)
-            raise
-        os.replace(self.part, output_file)
-
-    def _download(self, url: str) -> None:
-        last: Exception | None = None
-        for attempt in range(1, self.retry.attempts + 1):
-            try:
-                self._attempt(url)
-                return
-            except (_RetryableError, requests.ConnectionError, requests.Timeout,
-                    requests.exceptions.ChunkedEncodingError) as err:
-                last = err
-                if attempt < self.retry.attempts:
-                    time.sleep(self.retry.wait_s(attempt))
-        host = urlparse(url).netloc
-        resume = f" (the {self.part.stat().st_size:,} bytes in {self.part} are kept and resumed)" \
-            if self.part.exists() else ""
-        raise NetworkError(f"dataset {self.label!r}: could not download {url} after {self.retry.attempts} "
-                           f"attempt(s) (last error: {_short(last)}). No network, or {host} is down? Run again "
-                           f"later{resume}, or use a local mirror: --mirror DIR or ${ENV_DATA_MIRROR} "
-                           "(e.g. ../shared/data).")
-
-    def _attempt(self, url: str) -> None:
-        offset = self.part.stat().st_size if self.part.exists() else 0
-        headers = {"Accept-Encoding": "identity"}  # the bytes as stored, so Range offsets and checksums agree
-        if offset:
-            headers["Range"] = f"bytes={offset}-"
-        timeout = (self.retry.connect_timeout_s, self.retry.read_timeout_s)
-        with requests.get(url, headers=headers, stream=True, timeout=timeout) as response:
-            start = self._resume_offset(response, url, offset)
-            expected = _content_length(response)
-            written = self._stream(response, start, None if expected is None else start + expected)
-        if expected is not None and written != expected:
-            raise _RetryableError(f"transfer ended after {written} of {expected} bytes")
-
-    def _resume_offset(self, response: requests.Response, url: str, offset: int) -> int:
-        """Where this answer's body goes in the file: ``offset`` (resumed) or 0; raise on errors."""
-        status = response.status_code
-        if status == 404:
-            raise RemoteNotFoundError(
-                f"dataset {self.label!r}: {url} answered 404 Not Found. The pinned source no longer serves the "
-                "file (repository, commit or release removed?). Use a data mirror (--mirror DIR or "
-                f"${ENV_DATA_MIRROR}), or point 'url' in data_manifest/datasets.yaml at a source of the same bytes.")
-        if status == 416 and offset:  # the partial file does not fit the remote file: start again
-            self.part.unlink()
-            raise _RetryableError(f"{url} refused to resume at byte {offset} (HTTP 416)")
-        if status >= 500:
-            raise _RetryableError(f"{url} answered HTTP {status} {response.reason}")
-        if status >= 400:
-            raise DownloadError(f"dataset {self.label!r}: {url} answered HTTP {status} {response.reason}. Check the "
-                                "URL in data_manifest/datasets.yaml, or use a data mirror (--mirror DIR).")
-        if status == 206:
-            if offset and response.headers.get("Content-Range", "").startswith(f"bytes {offset}-"):
-                return offset
-            self.part.unlink(missing_ok=True)
-            raise _RetryableError(f"{url} sent an unexpected range {response.headers.get('Content-Range')!r}")
-        return 0  # a full answer (200): the server ignored the Range or none was asked
-
-    def _stream(self, response: requests.Response, start: int, total: int | None) -> int:
-        """Write the body to ``part`` from byte ``start`` on; return the bytes written (``total``: for the bar)."""
-        bar = _progress_bar(self.label, total, start) if self.progress else None
-        written = 0
-        try:
-            with open(self.part, "ab" if start else "wb") as out:
-                for chunk in response.iter_content(chunk_size=_CHUNK):
-                    out.write(chunk)
-                    written += len(chunk)
-                    if bar is not None:
-                        bar.update(len(chunk))
+            download(url, Path(output_file), retry=self.retry, check=self.check, part=self.part,
+                     on_bytes=None if bar is None else bar.update)
+        except HttpStatusError as err:
+            raise self._refused(err) from None
+        except RetriesExhaustedError as err:
+            raise self._unreachable(err) from None
         finally:
             if bar is not None:
                 bar.close()
-        return written
+
+    def _refused(self, err: HttpStatusError) -> DataError:
+        if err.status == 404:
+            return RemoteNotFoundError(
+                f"dataset {self.label!r}: {err.url} answered 404 Not Found. The pinned source no longer serves the "
+                "file (repository, commit or release removed?). Use a data mirror (--mirror DIR or "
+                f"${ENV_DATA_MIRROR}), or point 'url' in data_manifest/datasets.yaml at a source of the same bytes.")
+        return DownloadError(f"dataset {self.label!r}: {err.url} answered HTTP {err.status} {err.reason}. Check the "
+                             "URL in data_manifest/datasets.yaml, or use a data mirror (--mirror DIR).")
+
+    def _unreachable(self, err: RetriesExhaustedError) -> NetworkError:
+        host = urlparse(err.url).netloc
+        resume = f" (the {err.kept:,} bytes in {err.part} are kept and resumed)" if err.kept else ""
+        return NetworkError(f"dataset {self.label!r}: could not download {err.url} after {err.attempts} "
+                            f"attempt(s) (last error: {err.last}). No network, or {host} is down? Run again "
+                            f"later{resume}, or use a local mirror: --mirror DIR or ${ENV_DATA_MIRROR} "
+                            "(e.g. ../shared/data).")
 
 
 def _verify(path: Path, sha256: str, label: str, fmt: str, way_out: str, *, size: int | None = None,
@@ -469,29 +396,7 @@ def _gzip_problem(path: Path) -> str | None:
     return None
 
 
-def _content_length(response: requests.Response) -> int | None:
-    value = response.headers.get("Content-Length")
-    return int(value) if value and value.isdigit() else None
-
-
 def _progress_bar(label: str, total: int | None, start: int) -> tqdm:
     from tqdm import tqdm  # noqa: F811 (imported here: only downloads with a bar need it)
 
     return tqdm(total=total, initial=start, unit="B", unit_scale=True, unit_divisor=1024, desc=label)
-
-
-def _short(err: Exception | None) -> str:
-    text = f"{type(err).__name__}: {err}" if err is not None else "none"
-    return text if len(text) <= 300 else text[:297] + "..."
-
-
-@contextlib.contextmanager
-def _pooch_log_level(level: int) -> Iterator[None]:
-    """Pooch logs every download at INFO; show that only when progress is wanted."""
-    logger = pooch.get_logger()
-    before = logger.level
-    logger.setLevel(level)
-    try:
-        yield
-    finally:
-        logger.setLevel(before)

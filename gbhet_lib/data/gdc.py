@@ -6,9 +6,10 @@ What it covers (https://docs.gdc.cancer.gov/API/Users_Guide/):
   until ``data.pagination.total`` hits were read; nested hits are flattened to one table row per hit;
 * ``GET /status`` for the data release a query was resolved against;
 * GDC manifests (tab-separated ``id filename md5 size state``, as the portal and ``/manifest`` write them);
-* downloads with ``GET /data/{file_id}``: bounded concurrency, ``<name>.part`` files resumed with an HTTP
-  ``Range`` request, retries with exponential back-off, md5 verification, and the gdc-client folder layout
-  ``<out_dir>/<file_id>/<filename>`` (so a folder filled by gdc-client is recognised);
+* downloads with ``GET /data/{file_id}`` through the data layer's one engine (:mod:`gbhet_lib.data.download`):
+  bounded concurrency, ``<name>.part`` files resumed with an HTTP ``Range`` request, retries with exponential
+  back-off, md5 verification, and the gdc-client folder layout ``<out_dir>/<file_id>/<filename>`` (so a folder
+  filled by gdc-client is recognised);
 * ``read_star_counts``: GDC "STAR - Counts" gene-expression files (``*.augmented_star_gene_counts.tsv``) into
   one AnnData (samples × genes, raw unstranded counts).
 
@@ -20,15 +21,13 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import datetime as dt
-import hashlib
 import json
 import logging
 import os
 import re
 import threading
-import time
 from collections.abc import Iterable, Mapping, Sequence
-from pathlib import Path, PurePosixPath, PureWindowsPath
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -39,6 +38,10 @@ from tqdm import tqdm
 
 from gbhet_lib.errors import GbhetError
 from gbhet_lib.io import atomic_path, read_json, write_json_atomic, write_table_atomic
+
+from .download import (Checksum, DigestMismatchError, HttpStatusError, RetriesExhaustedError, RetryPolicy,
+                       SizeMismatchError, TransferStats, download, file_digest, partial_path, send_with_retries,
+                       unsafe_name)
 
 if TYPE_CHECKING:
     import anndata
@@ -67,9 +70,6 @@ MANIFEST_COLUMNS: tuple[str, ...] = ("id", "filename", "md5", "size", "state")
 _API_TO_MANIFEST = {"file_id": "id", "file_name": "filename", "md5sum": "md5", "file_size": "size"}
 STAR_REQUIRED_COLUMNS: tuple[str, ...] = ("gene_id", "gene_name", "gene_type", "unstranded")
 
-_RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
-_TRANSIENT = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError)
-_CHUNK_BYTES = 1 << 20
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.IGNORECASE)
 _MD5 = re.compile(r"^[0-9a-f]{32}$", re.IGNORECASE)
 _VERIFIED_MARKER = ".verified.json"
@@ -311,40 +311,40 @@ class GDCClient:
     def _redact(self, text: str) -> str:
         return text.replace(self._token.value, "<redacted>") if self._token else text
 
+    @property
+    def retry(self) -> RetryPolicy:
+        """The client's retries as the download engine takes them (``max_retries`` + 1 attempts, back-off doubling
+        from ``backoff_s``, ``timeout`` for connecting and for each read)."""
+        return RetryPolicy(attempts=self.max_retries + 1, backoff_s=self.backoff_s,
+                           max_backoff_s=self.backoff_s * 2 ** self.max_retries, connect_timeout_s=self.timeout,
+                           read_timeout_s=self.timeout)
+
     def _send(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         """Send a request, retrying connection errors, timeouts, HTTP 429 and 5xx with back-off.
 
         Returns the first response that is not retryable (the caller checks its status).
         """
         url = f"{self.base_url}/{path.lstrip('/')}"
-        for attempt in range(self.max_retries + 1):
-            try:
-                response = self._session().request(method, url, timeout=self.timeout, **kwargs)
-            except _TRANSIENT as err:
-                problem = f"{type(err).__name__}: {self._redact(str(err))}"
-            else:
-                if response.status_code not in _RETRY_STATUS:
-                    return response
-                problem = f"HTTP {response.status_code}"
-                response.close()
-            if attempt == self.max_retries:
-                raise GDCError(f"{method} {url} failed {attempt + 1} time(s), last with {problem}. "
-                               "The GDC may be down or overloaded: retry later.")
-            delay = self.backoff_s * 2 ** attempt
-            log.warning("%s %s: %s; retry %d/%d in %.2f s", method, url, problem, attempt + 1,
-                        self.max_retries, delay)
-            time.sleep(delay)
-        raise AssertionError("unreachable")  # the loop returns or raises
+        try:
+            return send_with_retries(self._session(), method, url, self.retry, **kwargs)
+        except RetriesExhaustedError as err:
+            raise GDCError(f"{method} {url} failed {err.attempts} time(s), last with {self._redact(err.last)}. "
+                           "The GDC may be down or overloaded: retry later.") from None
 
     def _fail(self, response: requests.Response, what: str) -> GDCError:
         """An error for a non-success response, with a short (redacted) excerpt of the body."""
         excerpt = next(response.iter_content(300), b"")  # reads 300 bytes at most, even of a streamed body
-        body = self._redact(excerpt.decode("utf-8", errors="replace").strip())
+        return self._http_error(response.status_code, response.reason, excerpt.decode("utf-8", errors="replace"),
+                                what)
+
+    def _http_error(self, status: int, reason: str, excerpt: str, what: str) -> GDCError:
+        """A :class:`GDCError` (:class:`GDCNotFoundError` for 404) for an HTTP error answer; the body excerpt is
+        redacted."""
+        body = self._redact(excerpt.strip())
         hint = {401: " Your token is missing, expired or invalid: download a new one from the GDC portal.",
                 403: " Access denied: controlled data need a token for a dbGaP-authorised account."}
-        cls = GDCNotFoundError if response.status_code == 404 else GDCError
-        return cls(f"{what}: HTTP {response.status_code} {response.reason}.{hint.get(response.status_code, '')}"
-                   + (f" Server said: {body}" if body else ""))
+        cls = GDCNotFoundError if status == 404 else GDCError
+        return cls(f"{what}: HTTP {status} {reason}.{hint.get(status, '')}" + (f" Server said: {body}" if body else ""))
 
     def _post_json(self, endpoint: str, payload: dict[str, Any]) -> dict[str, Any]:
         response = self._send("POST", endpoint, json=payload)
@@ -468,77 +468,49 @@ class GDCClient:
     def _download_one(self, row: Any, root: Path, bar: Any) -> DownloadResult:
         result = DownloadResult(file_id=row.id, filename=row.filename, status="failed")
         dest = root / row.id / row.filename
+        stats = TransferStats()
         try:
             if _is_verified(dest, row.md5, row.size):
                 bar.update(row.size)
                 result.status, result.path = "skipped", str(dest)
                 return result
             dest.parent.mkdir(parents=True, exist_ok=True)
-            self._fetch(row, dest, bar, result)
+            self._fetch(row, dest, bar, stats)
             result.status, result.path = "downloaded", str(dest)
         except (GDCError, OSError, requests.RequestException) as err:
             result.error = self._redact(str(err))
             log.error("GDC download %s (%s) failed: %s", row.id, row.filename, result.error)
+        finally:
+            result.attempts, result.bytes_transferred = stats.attempts, stats.bytes_transferred
         return result
 
-    def _fetch(self, row: Any, dest: Path, bar: Any, result: DownloadResult) -> None:
-        """Fill ``<dest>.part`` (resuming), verify its md5, rename it to ``dest`` and mark it verified."""
-        part = dest.with_name(dest.name + ".part")
-        bar.update(_usable_part_size(part, row.size))  # resumed from an earlier run
-        for attempt in range(self.max_retries + 1):
-            have = _usable_part_size(part, row.size)
-            if have == row.size:
-                break
-            result.attempts += 1
-            try:
-                self._stream(row, part, have, bar, result)
-            except _TRANSIENT as err:
-                if attempt == self.max_retries:
-                    raise GDCError(f"transfer of {row.id} cut short {attempt + 1} time(s) "
-                                   f"({type(err).__name__}); rerun to resume from {part}") from None
-                delay = self.backoff_s * 2 ** attempt
-                log.warning("GDC file %s: transfer cut short (%s); resuming in %.2f s", row.id,
-                            type(err).__name__, delay)
-                time.sleep(delay)
-        actual = _md5_file(part)
-        if actual.lower() != row.md5.lower():
-            part.unlink()
-            raise ChecksumError(f"GDC file {row.id} ({row.filename}): md5 mismatch, expected {row.md5}, got "
-                                f"{actual}; the download was deleted. Rerun; if it persists the manifest is "
-                                "out of date (re-resolve the query).")
-        os.replace(part, dest)
-        _mark_verified(dest, row.md5)
-
-    def _stream(self, row: Any, part: Path, have: int, bar: Any, result: DownloadResult) -> None:
-        """One ``GET /data/{id}`` (from byte ``have`` on) appended to ``part``, counted in ``result``.
-
-        Raises a transient error (retried by the caller) when the body ends before ``row.size`` bytes.
-        """
-        headers = {"Accept-Encoding": "identity"}
-        if have:
-            headers["Range"] = f"bytes={have}-"
-        response = self._send("GET", f"data/{row.id}", headers=headers, stream=True)
-        with response:
-            if response.status_code == 404:
+    def _fetch(self, row: Any, dest: Path, bar: Any, stats: TransferStats) -> None:
+        """Download ``GET /data/{id}`` to ``dest`` with the engine (``<dest>.part`` resumed, md5 verified), then
+        mark it verified; the engine's errors become :class:`GDCError` subclasses naming the file."""
+        part = partial_path(dest)
+        if part.exists() and part.stat().st_size <= row.size:
+            bar.update(part.stat().st_size)  # resumed from an earlier run
+        url = f"{self.base_url}/data/{row.id}"
+        try:
+            download(url, dest, retry=self.retry, session=self._session(), expected_size=row.size,
+                     checksum=Checksum("md5", row.md5), on_bytes=bar.update, stats=stats)
+        except HttpStatusError as err:
+            if err.status == 404:
                 raise GDCNotFoundError(f"GDC file {row.id} ({row.filename}): not found (HTTP 404). Check the id; "
                                        "the file may have been replaced in a later data release (re-resolve "
-                                       "the query).")
-            if response.status_code == 200:
-                have = 0  # the server ignored Range: start over
-            elif response.status_code != 206 or _range_start(response) != have:
-                raise self._fail(response, f"GET {self.base_url}/data/{row.id} (bytes {have}-)")
-            with open(part, "ab" if have else "wb") as fh:
-                for chunk in response.iter_content(_CHUNK_BYTES):
-                    fh.write(chunk)
-                    result.bytes_transferred += len(chunk)
-                    bar.update(len(chunk))
-        size = part.stat().st_size
-        if size > row.size:
-            part.unlink()
-            raise GDCError(f"GDC file {row.id}: server sent {size} bytes, the manifest says {row.size}; "
-                           "re-resolve the query (the file changed)")
-        if size < row.size:
-            raise requests.exceptions.ChunkedEncodingError(f"body ended after {size} of {row.size} bytes")
+                                       "the query).") from None
+            raise self._http_error(err.status, err.reason, err.excerpt, f"GET {url}") from None
+        except RetriesExhaustedError as err:
+            raise GDCError(f"transfer of {row.id} failed {err.attempts} time(s) (last: {self._redact(err.last)}); "
+                           f"rerun to resume from {part}") from None
+        except SizeMismatchError as err:
+            raise GDCError(f"GDC file {row.id}: server sent {err.got} bytes, the manifest says {row.size}; "
+                           "re-resolve the query (the file changed)") from None
+        except DigestMismatchError as err:
+            raise ChecksumError(f"GDC file {row.id} ({row.filename}): md5 mismatch, expected {row.md5}, got "
+                                f"{err.actual}; the download was deleted. Rerun; if it persists the manifest is "
+                                "out of date (re-resolve the query).") from None
+        _mark_verified(dest, row.md5)
 
 
 def _resolve_token(token: str | None, token_file: str | os.PathLike[str] | None) -> _Secret | None:
@@ -573,31 +545,6 @@ def _parse_page(body: Any, endpoint: str) -> tuple[dict[str, Any], dict[str, Any
     return data, pagination
 
 
-def _range_start(response: requests.Response) -> int | None:
-    """First byte of a ``Content-Range: bytes START-END/TOTAL`` header, or None."""
-    match = re.match(r"bytes (\d+)-", response.headers.get("Content-Range", ""))
-    return int(match.group(1)) if match else None
-
-
-def _usable_part_size(part: Path, size: int) -> int:
-    """Bytes of ``part`` that can be resumed from; a part longer than the file is deleted (start over)."""
-    have = part.stat().st_size if part.exists() else 0
-    if have > size:
-        part.unlink()
-        return 0
-    if size == 0:
-        part.touch()
-    return have
-
-
-def _md5_file(path: Path) -> str:
-    digest = hashlib.md5(usedforsecurity=False)
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(_CHUNK_BYTES), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _mark_verified(path: Path, md5: str) -> None:
     stat = path.stat()
     write_json_atomic(path.parent / _VERIFIED_MARKER, {"filename": path.name, "md5": md5.lower(),
@@ -620,7 +567,7 @@ def _is_verified(path: Path, md5: str, size: int) -> bool:
         stat = path.stat()
         if seen == {"filename": path.name, "md5": md5.lower(), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}:
             return True
-    if _md5_file(path).lower() == md5.lower():
+    if file_digest(path, "md5") == md5.lower():
         _mark_verified(path, md5)
         return True
     log.warning("%s: md5 differs from the manifest; downloading it again", path)
@@ -801,20 +748,10 @@ def _row_problems(file_id: Any, filename: Any, md5: Any, size: Any) -> list[str]
 def unsafe_filename(name: Any) -> str | None:
     """Why ``name`` cannot be used as a plain file name inside the download folder, or None when it can.
 
-    Refused: empty names, ``.`` and ``..``, any path separator (``/`` or ``\\``), absolute or drive paths,
-    and control characters.
+    Refused (:func:`gbhet_lib.data.download.unsafe_name`): empty names, ``.`` and ``..``, any path separator
+    (``/`` or ``\\``), absolute or drive paths, NUL and other control characters.
     """
-    if not isinstance(name, str) or not name.strip():
-        return "it is empty"
-    if name in (".", ".."):
-        return "it names a folder ('.' or '..')"
-    if PurePosixPath(name).is_absolute() or PureWindowsPath(name).is_absolute() or PureWindowsPath(name).drive:
-        return "it is an absolute or drive path"
-    if "/" in name or "\\" in name:
-        return "it contains a path separator (it would leave the file's folder)"
-    if any(ord(c) < 32 for c in name):
-        return "it contains control characters"
-    return None
+    return unsafe_name(name)
 
 
 def _problem_message(source: str, problems: list[str], limit: int = 20) -> str:

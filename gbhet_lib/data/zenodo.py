@@ -1,7 +1,8 @@
 """The authors' released data (``stemri`` profile): files of a Zenodo record, downloaded and verified.
 
-Resolution (DOI -> record -> file URL + MD5) is our code; the download is :func:`pooch.retrieve` with
-``known_hash="md5:<checksum from the record>"``, so a corrupt or truncated download is deleted and reported.
+Resolution (DOI -> record -> file URL + MD5) is our code; the download goes through the data layer's one engine
+(:func:`gbhet_lib.data.download.download`: retries, a resumable ``<name>.part``) and is checked against the record's
+MD5 (or a pinned checksum), so a corrupt or truncated download is deleted and reported.
 
 Why not ``pooch.retrieve(url="doi:10.5281/zenodo.15807412/<file>")`` directly? Pooch's ``DOIDownloader``
 resolves every DOI through ``https://doi.org`` and accepts the answer only when its host is exactly
@@ -18,6 +19,11 @@ The authors' README names ``tcga.tar.gz`` (extract into ``gbdata/rna``) and ``ws
 README also says the data are shared on request for research use only: a record whose files are restricted
 answers with no files or HTTP 403, reported as such; pass ``token=`` (a Zenodo personal access token of an
 account that was granted access) in that case.
+
+The token is sent only to the Zenodo host, the one ``api_url`` names: with the record request, and with a file
+download whose link is on that host (scheme, host and port). A file link on another host gets no token, and
+requests drops it from a redirect that leaves the host. A file name the record lists becomes a local path only
+when it is a plain name (:func:`gbhet_lib.data.download.unsafe_name`: no ``/``, ``..``, absolute path or NUL).
 """
 from __future__ import annotations
 
@@ -26,12 +32,14 @@ import re
 import shutil
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
-import pooch
 import requests
 
 from ..errors import GbhetError
-from .archives import is_archive, safe_extract, strip_archive_suffix
+from .archives import MAX_BYTES, MAX_MEMBERS, is_archive, safe_extract, strip_archive_suffix
+from .download import (Checksum, DigestMismatchError, HttpStatusError, RetriesExhaustedError, RetryPolicy, download,
+                       file_digest, partial_path, unsafe_name)
 
 STEMRI_DOI = "10.5281/zenodo.15807412"
 ZENODO_API = "https://zenodo.org/api"
@@ -115,49 +123,105 @@ def record_files(doi: str = STEMRI_DOI, *, api_url: str = ZENODO_API, token: str
 
 def fetch_record_file(name: str, cache_dir: str | Path, known_hash: str | None = None, *,
                       doi: str = STEMRI_DOI, api_url: str = ZENODO_API, token: str | None = None,
-                      extract: bool = True, timeout_s: float = 30.0, progressbar: bool = False) -> FetchedFile:
+                      extract: bool = True, timeout_s: float = 30.0, progressbar: bool = False,
+                      retry: RetryPolicy | None = None, extract_max_bytes: int = MAX_BYTES,
+                      extract_max_members: int = MAX_MEMBERS) -> FetchedFile:
     """Download one file of a Zenodo record into ``cache_dir``, verify it, and extract it if an archive.
 
-    A file already in ``cache_dir`` with the right checksum is not downloaded again (pooch), and an
-    archive already extracted is not extracted again (:func:`safe_extract`). Archives are extracted to
-    ``cache_dir/<name without suffix>`` (``wsi.tar.gz`` -> ``cache_dir/wsi``).
+    A file already in ``cache_dir`` with the right checksum is not downloaded again, a cut download resumes
+    from ``<name>.part``, and an archive already extracted is not extracted again (:func:`safe_extract`).
+    Archives are extracted to ``cache_dir/<name without suffix>`` (``wsi.tar.gz`` -> ``cache_dir/wsi``).
 
     Args:
         name: the file's name in the record, e.g. ``"wsi.tar.gz"``.
         cache_dir: download folder.
-        known_hash: a pinned checksum (``md5:…``, ``sha256:…``); defaults to the record's MD5. A pinned MD5
-            that differs from the record's is an error raised before downloading.
-        doi, api_url, token, timeout_s: as in :func:`record_files`.
+        known_hash: a pinned checksum (``md5:…``, ``sha256:…``; bare hex is SHA-256); defaults to the record's
+            MD5. A pinned MD5 that differs from the record's is an error raised before downloading.
+        doi, api_url, token, timeout_s: as in :func:`record_files`; the token goes only to ``api_url``'s host.
         extract: extract archives (``.tar``, ``.tar.gz``, ``.tgz``, ``.zip``).
-        progressbar: show a download progress bar (needs tqdm).
+        progressbar: show a download progress bar (tqdm, on stderr).
+        retry: attempts and back-off of the download; default :class:`RetryPolicy` with ``timeout_s``.
+        extract_max_bytes, extract_max_members: limits of the extraction (``safe_extract``'s ``max_bytes``,
+            ``max_members``): an archive over them is refused.
     """
     cache = Path(cache_dir).expanduser()
     entry = _find(record_files(doi, api_url=api_url, token=token, timeout_s=timeout_s), name, doi)
-    expected = known_hash or entry.known_hash
-    if expected.lower().startswith("md5:") and expected[4:].lower() != entry.md5:
-        raise ZenodoError(f"{name}: the pinned checksum {expected} differs from the one Zenodo record {doi} "
-                          f"publishes (md5:{entry.md5}); the record has changed or the pin is stale. Check the "
-                          "record and update the pin.")
-    target = cache / name
-    if not target.is_file():
+    expected = _expected_checksum(known_hash, entry, doi)
+    target = cache / entry.name  # a plain name: checked when the record was read
+    if not _verified(target, expected):
         _check_free_space(cache, entry)
-    downloader = pooch.HTTPDownloader(progressbar=progressbar, timeout=timeout_s,
-                                      headers=_auth_headers(token))
-    try:
-        path = Path(pooch.retrieve(entry.url, known_hash=expected, fname=name, path=cache,
-                                   downloader=downloader))
-    except ValueError as err:  # pooch's hash mismatch; the download was deleted
-        raise ZenodoError(f"{name} from Zenodo record {doi}: {err} Nothing was kept in {cache}; "
-                          "run again (the transfer may have been cut), and if it fails again the record "
-                          "or the pinned checksum has changed.") from err
-    except requests.RequestException as err:
-        raise ZenodoError(f"{name}: download from {entry.url} failed ({err}). Check the network, "
-                          "or place a verified copy in the cache folder.") from err
+        _download(entry, target, expected, doi, _auth_headers(token) if _same_host(entry.url, api_url) else {},
+                  retry or RetryPolicy(connect_timeout_s=timeout_s, read_timeout_s=timeout_s), progressbar)
     source = f"doi:{doi}/{name}"
     if not (extract and is_archive(name)):
-        return FetchedFile(path, source, None, [])
+        return FetchedFile(target, source, None, [])
     dest = cache / strip_archive_suffix(name)
-    return FetchedFile(path, source, dest, safe_extract(path, dest))
+    return FetchedFile(target, source, dest, safe_extract(target, dest, max_bytes=extract_max_bytes,
+                                                          max_members=extract_max_members))
+
+
+def _expected_checksum(known_hash: str | None, entry: RecordFile, doi: str) -> Checksum:
+    """The pinned checksum, else the record's MD5; a pinned MD5 must be the record's."""
+    if known_hash is None:
+        return Checksum("md5", entry.md5)
+    try:
+        expected = Checksum.parse(known_hash)
+    except ValueError as err:
+        raise ZenodoError(f"{entry.name}: known_hash={known_hash!r}: {err}") from None
+    if expected.algorithm == "md5" and expected.hexdigest != entry.md5:
+        raise ZenodoError(f"{entry.name}: the pinned checksum {known_hash} differs from the one Zenodo record {doi} "
+                          f"publishes (md5:{entry.md5}); the record has changed or the pin is stale. Check the "
+                          "record and update the pin.")
+    return expected
+
+
+def _verified(target: Path, expected: Checksum) -> bool:
+    """True when ``target`` holds the expected bytes; a file that does not is deleted (the cache keeps only
+    verified files)."""
+    if not target.is_file():
+        return False
+    if file_digest(target, expected.algorithm) == expected.hexdigest:
+        return True
+    target.unlink()
+    return False
+
+
+def _download(entry: RecordFile, target: Path, expected: Checksum, doi: str, headers: dict[str, str],
+              retry: RetryPolicy, progressbar: bool) -> None:
+    """Download a record file with the engine; its errors become :class:`ZenodoError` saying what to do."""
+    bar = None
+    if progressbar:
+        from tqdm import tqdm
+
+        bar = tqdm(total=entry.size, unit="B", unit_scale=True, unit_divisor=1024, desc=entry.name)
+    try:
+        download(entry.url, target, retry=retry, headers=headers, checksum=expected,
+                 on_bytes=None if bar is None else bar.update)
+    except DigestMismatchError as err:
+        raise ZenodoError(
+            f"{entry.name} from Zenodo record {doi}: {expected.algorithm.upper()} hash of downloaded file "
+            f"({entry.name}) does not match the known hash: expected {expected}, got {expected.algorithm}:"
+            f"{err.actual}. Nothing was kept in {target.parent}; run again (the transfer may have been cut), and "
+            "if it fails again the record or the pinned checksum has changed.") from None
+    except HttpStatusError as err:
+        access = (" The file is restricted: ask for access on the record's page, then pass token=."
+                  if err.status in (401, 403) else "")
+        raise ZenodoError(f"{entry.name}: download from {entry.url} answered HTTP {err.status} {err.reason}."
+                          f"{access}") from None
+    except RetriesExhaustedError as err:
+        kept = f" ({err.kept:,} bytes kept in {partial_path(target)}, resumed next time)" if err.kept else ""
+        raise ZenodoError(f"{entry.name}: download from {entry.url} failed {err.attempts} time(s) (last: "
+                          f"{err.last}){kept}. Check the network, or place a verified copy in {target.parent}.") \
+            from None
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _same_host(url: str, api_url: str) -> bool:
+    """True when ``url`` is on the Zenodo host ``api_url`` names (same scheme, host and port)."""
+    a, b = urlsplit(url), urlsplit(api_url)
+    return (a.scheme.lower(), a.hostname, a.port) == (b.scheme.lower(), b.hostname, b.port)
 
 
 def _auth_headers(token: str | None) -> dict[str, str]:
@@ -195,6 +259,10 @@ def _access(record: dict[str, Any]) -> str:
 def _record_file(entry: dict[str, Any], doi: str, api_url: str, record_id: str) -> RecordFile:
     """One ``files[]`` entry in the legacy (``key``) or InvenioRDM (``filename``) shape."""
     name = entry.get("key") or entry.get("filename")
+    if name and (problem := unsafe_name(name)):
+        raise ZenodoError(f"Zenodo record {doi}: file name {name!r} refused: {problem}. A record's file names "
+                          "become local paths; this one could write outside the cache folder, so nothing is "
+                          "downloaded from this record. Check that api_url is a Zenodo API.")
     checksum = str(entry.get("checksum", ""))
     algorithm, _, digest = checksum.rpartition(":")
     if not name or (algorithm or "md5") != "md5" or not _MD5.match(digest.lower()):
