@@ -12,6 +12,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
+from .errors import UsageError
+
 PROFILES: tuple[str, ...] = ("demo", "reference", "full", "stemri")
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 
@@ -23,8 +25,9 @@ ENV_DATA_MIRROR = "GBHET_DATA_MIRROR"
 ENV_CACHE_DIR = "GBHET_CACHE_DIR"
 
 
-class ConfigError(ValueError):
-    """A study setting is invalid; the message says which one and how to fix it."""
+class ConfigError(UsageError):
+    """A setting is invalid; the message says which one and how to fix it (a :class:`~gbhet_lib.errors.UsageError`,
+    so a :class:`GbhetError` and a ValueError; the command line exits with status 2)."""
 
 
 @dataclasses.dataclass(frozen=True)
