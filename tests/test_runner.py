@@ -86,6 +86,20 @@ def test_unknown_override_is_an_error_before_running(config: StudyConfig, notebo
     assert not (config.run_dir / "notebooks").exists()  # checked before the run dir is set up
 
 
+def test_override_values_are_checked_against_the_defaults_before_running(config: StudyConfig,
+                                                                         notebooks: Path) -> None:
+    from gbhet_lib.errors import UsageError
+
+    with pytest.raises(UsageError, match=r"parameter n_items='two' is a string \(str\), but n_items takes an integer "
+                                         r"\(01_x declares n_items = 1\); write the number in digits, e.g. 1"):
+        run_study(config, notebooks, parameters={"n_items": "two"}, progress=False)
+    with pytest.raises(UsageError, match=r"unknown parameter override\(s\) n_itmes: .*did you mean n_items\?"):
+        run_study(config, notebooks, parameters={"n_itmes": 2}, progress=False)
+    with pytest.raises(UsageError, match=r"cell_timeout=-5 must be a number of seconds >= 0"):
+        run_study(config, notebooks, progress=False, cell_timeout=-5)
+    assert not (config.run_dir / "notebooks").exists()
+
+
 def test_run_skip_force_and_parameter_change(config: StudyConfig, notebooks: Path, tmp_path: Path,
                                              capsys: pytest.CaptureFixture[str]) -> None:
     out = config.run_dir / "notebooks"
@@ -99,6 +113,7 @@ def test_run_skip_force_and_parameter_change(config: StudyConfig, notebooks: Pat
     record = json.loads((out / "01_x.done.json").read_text())
     assert record["parameters"]["n_items"] == 3
     assert record["source_sha256"] == file_sha256(notebooks / "01_x.ipynb")
+    assert record["cell_timeout_s"] == 3600  # the demo profile's default
     assert "[2/2] 02_y … done in" in capsys.readouterr().err
 
     mtime = (out / "01_x.ipynb").stat().st_mtime_ns
