@@ -3,40 +3,80 @@ manifest's files), ``gbhet tile`` (patch coordinates of slides), ``gbhet train-f
 run directory; also under ``torchrun``), ``gbhet book``.
 
 Every sub-command imports what it needs when it runs, so ``gbhet train-fusion`` works where only torch, timm,
-h5py, numpy and pandas are installed (the GPU machine)."""
+h5py, numpy and pandas are installed (the GPU machine).
+
+Errors are one line on stderr, ``gbhet <command>: error: ...``, never a traceback: exit status 2 for bad usage
+(a flag, a ``--set`` value, a setting: :class:`~gbhet_lib.errors.UsageError`, ``ValueError``, a missing file) and 1
+for failed work (a stage that failed, a training that diverged: other :class:`~gbhet_lib.errors.GbhetError`, and
+unexpected errors). ``gbhet --debug ...`` or ``GBHET_DEBUG=1`` shows the traceback instead."""
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import re
 import sys
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, NoReturn, Sequence
 
-from .config import DEVICES, PROFILES, ConfigError, StudyConfig
+from .config import DEVICES, PROFILES, StudyConfig
+from .errors import GbhetError, UsageError
 
 _EXPONENT_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
+#: set to 1 to see tracebacks instead of one-line errors (as ``gbhet --debug``)
+ENV_DEBUG = "GBHET_DEBUG"
+EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``gbhet`` console script; returns the exit status."""
+    """Entry point of the ``gbhet`` console script; returns the exit status (see the module docstring)."""
     parser = _parser()
     args = parser.parse_args(argv)
+    if args.debug or os.environ.get(ENV_DEBUG, "") not in ("", "0"):
+        return int(args.handler(args) or 0)
     try:
         return int(args.handler(args) or 0)
-    except (ConfigError, ValueError, FileNotFoundError) as err:
-        print(f"gbhet {args.command}: error: {err}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        print(f"gbhet {args.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as err:  # noqa: BLE001 - the command line reports every error in one line (see --debug)
+        status, message = error_report(err)
+        print(f"gbhet {args.command}: error: {message}", file=sys.stderr)
+        return status
+
+
+def error_report(err: Exception) -> tuple[int, str]:
+    """The exit status and the one-line message of an error that ended a command (see the module docstring)."""
+    message = " ".join(str(err).split()) or type(err).__name__
+    if isinstance(err, (UsageError, ValueError, FileNotFoundError)):
+        return EXIT_USAGE, message
+    if isinstance(err, GbhetError):
+        return EXIT_FAILED, message
+    return EXIT_FAILED, (f"{type(err).__name__}: {message} (unexpected: rerun with gbhet --debug or {ENV_DEBUG}=1 "
+                         "for the traceback, and report it)")
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one line (``gbhet run: error: ... (see gbhet run --help)``), exit 2;
+    sub-command parsers are made of the same class."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gbhet", description=__doc__)
+    parser = _Parser(prog="gbhet", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--debug", action="store_true",
+                        help=f"show the traceback of an error instead of one line (also: {ENV_DEBUG}=1)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="execute the study's notebooks in order with papermill",
                          description="Execute notebooks/NN_*.ipynb in order into the run directory. Finished "
-                                     "stages are skipped; a failing cell stops the run and is reported.")
+                                     "stages are skipped; a failing cell, a cell past the timeout or a dead kernel "
+                                     "stops the run and is reported (the partial notebook is kept as "
+                                     "<run_dir>/notebooks/NN_name.failed.ipynb).")
     run.add_argument("--profile", default="demo", choices=PROFILES)
     run.add_argument("--run-dir", type=Path, default=Path("runs/demo"))
     run.add_argument("--seed", type=int, default=0)
@@ -49,6 +89,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", dest="overrides",
                      help="override a notebook parameter (YAML value, e.g. n_patients=4); repeatable")
     run.add_argument("--notebooks", type=Path, default=Path("notebooks"), help="folder of the stage notebooks")
+    run.add_argument("--cell-timeout", type=_seconds, default=None, metavar="SECONDS",
+                     help="most seconds one cell may run (default: 3600 on the demo and reference profiles, 86400 "
+                          "on full and stemri; 0: no limit)")
     run.add_argument("--no-progress", action="store_true", help="hide the per-cell progress bar")
     run.set_defaults(handler=_cmd_run)
 
@@ -90,13 +133,18 @@ def _parser() -> argparse.ArgumentParser:
                                       "slides are skipped. Exit status 1 if any slide failed.")
     tile.add_argument("slides", type=Path, metavar="SLIDE_OR_DIR", help="a slide file, or a folder of slides")
     tile.add_argument("--out", type=Path, required=True, help="folder for the <stem>.h5 coordinate files")
-    tile.add_argument("--mag", type=float, default=10.0, help="target magnification (x; 10 / µm/px)")
-    tile.add_argument("--patch", type=int, default=256, help="patch edge, px at the target magnification")
-    tile.add_argument("--overlap", type=int, default=0, help="overlap of neighbours, px at the target magnification")
-    tile.add_argument("--min-tissue", type=float, default=0.5, help="minimum tissue fraction of a kept patch")
-    tile.add_argument("--jobs", type=int, default=2, help="slide-tiling processes")
-    tile.add_argument("--mpp", type=float, default=None,
+    tile.add_argument("--mag", type=_positive(float), default=10.0, help="target magnification (x; 10 / µm/px)")
+    tile.add_argument("--patch", type=_positive(int), default=256, help="patch edge, px at the target magnification")
+    tile.add_argument("--overlap", type=_non_negative_int, default=0,
+                      help="overlap of neighbours, px at the target magnification (less than --patch)")
+    tile.add_argument("--min-tissue", type=_fraction, default=0.5, help="minimum tissue fraction of a kept patch")
+    tile.add_argument("--jobs", type=_positive(int), default=2, help="slide-tiling processes")
+    tile.add_argument("--mpp", type=_positive(float), default=None,
                       help="level-0 µm/px, overriding the slides' tags (needed when they have none)")
+    tile.add_argument("--pattern", action="append", default=None, metavar="GLOB", dest="patterns",
+                      help="file names to take from a folder, e.g. '*.scn' (repeatable; default: "
+                           "*.svs *.tif *.tiff *.ndpi *.mrxs)")
+    tile.add_argument("--recursive", action="store_true", help="also take slides from the folder's sub-folders")
     tile.add_argument("--stain-rule", action="store_true",
                       help="also label patches tumor/neutral with the paper's HLS stain-hue rule")
     tile.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -145,14 +193,15 @@ def _parser() -> argparse.ArgumentParser:
 def _cmd_run(args: argparse.Namespace) -> int:
     from .runner import StageFailed, run_study
 
+    overrides = _parse_overrides(args.overrides)
     config = StudyConfig(profile=args.profile, run_dir=args.run_dir, seed=args.seed, device=args.device,
                          data_mirror=args.data_mirror)
     try:
         results = run_study(config, notebook_dir=args.notebooks, only=args.only, force=args.force,
-                            parameters=_parse_overrides(args.overrides), progress=not args.no_progress)
+                            parameters=overrides, progress=not args.no_progress, cell_timeout=args.cell_timeout)
     except StageFailed as err:
-        print(f"gbhet run: {err}", file=sys.stderr)
-        return 1
+        print(f"gbhet run: {err.describe(timeout_fix='--cell-timeout SECONDS')}", file=sys.stderr)
+        return EXIT_FAILED
     ran = sum(r.status == "ran" for r in results)
     print(f"gbhet run: {ran} stage(s) ran, {len(results) - ran} skipped; results in {config.run_dir}",
           file=sys.stderr)
@@ -225,24 +274,83 @@ def _human_size(nbytes: int) -> str:
 def _cmd_tile(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from .wsi.slide_io import list_slides
+    from .wsi.slide_io import SLIDE_PATTERNS, list_slides
     from .wsi.tiling import TilingConfig, tile_slides
 
+    if args.overlap >= args.patch:
+        raise UsageError(f"--overlap {args.overlap} must be less than --patch {args.patch} (pixels at the target "
+                         "magnification)")
     config = TilingConfig(target_magnification=args.mag, patch_size=args.patch, overlap=args.overlap,
                           min_tissue_fraction=args.min_tissue, mpp_override=args.mpp, stain_rule=args.stain_rule)
     if not args.slides.exists():
         raise FileNotFoundError(f"{args.slides}: no such slide file or folder")
-    paths = list(list_slides(args.slides)["path"]) if args.slides.is_dir() else [args.slides]
+    if args.slides.is_dir():
+        listing = list_slides(args.slides, patterns=args.patterns or SLIDE_PATTERNS, recursive=args.recursive,
+                              fix=TILE_LISTING_FIX)
+        paths = list(listing["path"])
+    else:
+        paths = [args.slides]
     start = time.perf_counter()
     report = tile_slides(paths, args.out, config, n_jobs=args.jobs,
-                         progress=not args.no_progress and sys.stderr.isatty())
+                         progress=not args.no_progress and sys.stderr.isatty(), mpp_fix=TILE_MPP_FIX)
     with pd.option_context("display.max_colwidth", 120, "display.width", 200):
         print(report.fillna({"error": ""}).to_string(index=False))
+    for slide, error in zip(report["slide"], report["error"]):
+        if isinstance(error, str) and error:
+            print(f"gbhet tile: {slide} FAILED: {' '.join(error.split())}", file=sys.stderr)
     counts = report["status"].value_counts()
     print(f"gbhet tile: {counts.get('ok', 0)} tiled, {counts.get('skipped', 0)} skipped, {counts.get('failed', 0)} "
           f"failed; {int(report['patches'].sum())} patches in {args.out} after {time.perf_counter() - start:.1f} s",
           file=sys.stderr)
     return 1 if counts.get("failed", 0) else 0
+
+
+#: how ``gbhet tile``'s errors say to set µm/px and to widen the search of a folder (the library's defaults name
+#: its keyword arguments)
+TILE_MPP_FIX = "give its level-0 µm/px with --mpp (e.g. --mpp 0.25 for a 40x scan; it applies to every slide tiled)"
+TILE_LISTING_FIX = "pass --pattern '*.EXT' for other extensions (repeatable), or --recursive for sub-folders"
+
+
+def _positive(kind: type) -> Any:
+    """An argparse type: ``kind`` (int or float) > 0."""
+    def parse(text: str) -> Any:
+        value = _number(text, kind)
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"{text!r} must be > 0")
+        return value
+    parse.__name__ = f"positive {kind.__name__}"  # argparse names it in "invalid ... value"
+    return parse
+
+
+def _non_negative_int(text: str) -> int:
+    value = _number(text, int)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be >= 0")
+    return value
+
+
+def _fraction(text: str) -> float:
+    value = _number(text, float)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a fraction in [0, 1], e.g. 0.5")
+    return value
+
+
+def _seconds(text: str) -> float:
+    value = _number(text, float)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a number of seconds >= 0 (0: no limit)")
+    return value
+
+
+def _number(text: str, kind: type) -> Any:
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
+    if kind is float and not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a finite number")
+    return value
 
 
 def _split_name(value: str) -> str:
@@ -262,13 +370,14 @@ def _cmd_train_fusion(args: argparse.Namespace) -> int:
     from .training import device_name, use_bf16
 
     device = device_name(args.device)
-    overrides = _parse_overrides(args.overrides) if args.overrides else {}
+    overrides = _fusion_overrides(_parse_overrides(args.overrides))
     for name, value in (("epochs", args.epochs), ("batch_size", args.batch_size)):
         if value is not None:
             overrides[name] = value
     overrides["amp_bf16"] = use_bf16(device, args.bf16)
     if args.compile:
         overrides["compile"] = True
+    _check_fusion_config(args.variant, overrides, device)  # before any encoder is read or trained
     budget = None if args.memory_budget_gb is None else int(args.memory_budget_gb * 2**30)
     record = train_variant(args.run_dir, args.variant, args.policy, device,
                            progress=not args.no_progress and sys.stderr.isatty(), name=args.name,
@@ -285,6 +394,38 @@ def _cmd_train_fusion(args: argparse.Namespace) -> int:
     return 0
 
 
+#: FusionConfig fields that train-fusion sets from its own flags, never from --set
+_FUSION_FLAG_FIELDS = {"device": "--device", "amp_bf16": "--bf16 / --no-bf16"}
+
+
+def _fusion_overrides(overrides: dict[str, Any]) -> dict[str, Any]:
+    """``--set`` values of train-fusion checked against the FusionConfig fields: known names, fitting types."""
+    import dataclasses
+
+    from .fusion.train import FusionConfig
+    from .parameters import Parameter, suggest, value_problem
+
+    defaults = FusionConfig()
+    fields = [f.name for f in dataclasses.fields(FusionConfig) if f.name not in _FUSION_FLAG_FIELDS]
+    for name, value in overrides.items():
+        if name in _FUSION_FLAG_FIELDS:
+            raise UsageError(f"--set {name}=...: set it with {_FUSION_FLAG_FIELDS[name]} instead")
+        if name not in fields:
+            raise UsageError(f"--set {name}=...: FusionConfig has no field {name}; {suggest(name, fields)}")
+        default = getattr(defaults, name)
+        problem = value_problem(Parameter(name, "FusionConfig", default, f"{name} = {default!r}"), value)
+        if problem:
+            raise UsageError(f"--set: {problem}")
+    return dict(overrides)
+
+
+def _check_fusion_config(variant: str, overrides: dict[str, Any], device: str) -> None:
+    """Build the variant's FusionConfig with ``overrides`` (its own checks raise ConfigError) without training."""
+    from .fusion.train import variant_config
+
+    variant_config(variant, **{"seed": 0, **overrides, "device": device})
+
+
 def _cmd_book(args: argparse.Namespace) -> int:
     from .book import build_book
 
@@ -294,14 +435,20 @@ def _cmd_book(args: argparse.Namespace) -> int:
 
 
 def _parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``--set NAME=VALUE`` items as a dict; each VALUE is read as YAML (``4``, ``1e-5``, ``true``, ``[a, b]``)."""
+    import yaml
+
     overrides = {}
     for item in items:
         name, sep, value = item.partition("=")
         if not sep or not name.strip():
-            raise ValueError(f"--set {item!r}: expected NAME=VALUE, e.g. --set n_patients=4")
-        import yaml
-
-        parsed = yaml.safe_load(value)
+            raise UsageError(f"--set {item!r}: expected NAME=VALUE, e.g. --set n_patients=4")
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError as err:
+            problem = getattr(err, "problem", None) or type(err).__name__
+            raise UsageError(f"--set {item!r}: the value is not valid YAML ({problem}); quote a string "
+                             f"(--set '{name.strip()}=\"...\"'), write a list as [a, b]") from None
         if isinstance(parsed, str) and _EXPONENT_NUMBER.match(parsed):
             parsed = float(parsed)  # YAML 1.1 reads 1e-5 (no dot) as a string
         overrides[name.strip()] = parsed

@@ -22,10 +22,19 @@ def open_slide(path: str | Path) -> openslide.OpenSlide:
                          "TIFF or a vendor format openslide supports (SVS, NDPI, MRXS, ...).") from err
 
 
-def slide_mpp(slide: openslide.OpenSlide, path: str | Path = "", mpp_override: float | None = None) -> float:
+#: how the error of a slide without µm/px tells a Python caller to fix it (the command line passes its flag)
+MPP_FIX = "pass its level-0 µm/px as mpp_override (e.g. TilingConfig(mpp_override=0.25) for a 40x scan)"
+#: how the error of a folder without slides tells a Python caller to widen the search (the command line passes
+#: its flags)
+LISTING_FIX = "pass patterns= for other extensions, or recursive=True for sub-folders"
+
+
+def slide_mpp(slide: openslide.OpenSlide, path: str | Path = "", mpp_override: float | None = None,
+              fix: str = MPP_FIX) -> float:
     """Level-0 microns per pixel (mean of x and y); ``mpp_override`` (µm/px) wins over the file's tags.
 
-    A slide without resolution tags and no override is an error naming the file and the fix.
+    A slide without resolution tags and no override is an error naming the file and the fix; ``fix`` says how
+    the caller sets the override, in its own terms (default :data:`MPP_FIX`).
     """
     if mpp_override is not None:
         if not mpp_override > 0:
@@ -35,9 +44,8 @@ def slide_mpp(slide: openslide.OpenSlide, path: str | Path = "", mpp_override: f
         return (float(slide.properties[openslide.PROPERTY_NAME_MPP_X])
                 + float(slide.properties[openslide.PROPERTY_NAME_MPP_Y])) / 2.0
     except KeyError:
-        raise ValueError(f"slide {path or '(unnamed)'} has no µm/px (openslide.mpp-x/y). Pass the level-0 "
-                         "µm/px in the notebook parameters (mpp_override), or re-export the slide with "
-                         "resolution tags.") from None
+        raise ValueError(f"slide {path or '(unnamed)'} has no µm/px (openslide.mpp-x/y tags): {fix}, or "
+                         "re-export the slide with resolution tags.") from None
 
 
 _MAG_TOLERANCE = 1e-3  # relative: openslide downsamples of odd-sized levels are slightly off integers
@@ -119,12 +127,14 @@ def describe_slide(path: str | Path) -> dict[str, object]:
     return row
 
 
-def list_slides(folder: str | Path, patterns: Sequence[str] = SLIDE_PATTERNS, recursive: bool = False) -> pd.DataFrame:
+def list_slides(folder: str | Path, patterns: Sequence[str] = SLIDE_PATTERNS, recursive: bool = False,
+                fix: str = LISTING_FIX) -> pd.DataFrame:
     """Every slide in ``folder`` whose name matches ``patterns`` (case-insensitive), sorted by path.
 
     Columns: ``path``, ``vendor``, ``width_px``/``height_px`` (level 0), ``levels``, ``downsamples``, ``mpp``
     (level-0 µm/px; NaN when the file has no resolution tags), ``size_mb``, ``readable`` and ``error``
-    (openslide's message for a file it cannot open). A missing folder or one with no matching file is an error.
+    (openslide's message for a file it cannot open). A missing folder or one with no matching file is an error;
+    ``fix`` says how the caller widens the search, in its own terms (default :data:`LISTING_FIX`).
     """
     root = Path(folder)
     if not root.is_dir():
@@ -137,6 +147,6 @@ def list_slides(folder: str | Path, patterns: Sequence[str] = SLIDE_PATTERNS, re
         others = sorted({f.suffix.lower() or f.name for f in root.iterdir() if f.is_file()})
         found = f"it holds only {', '.join(others[:8])} files" if others else "it is empty"
         raise ValueError(f"{root}: no slide files matching {', '.join(patterns)} ({found}). Put the slides there, "
-                         "pass patterns= for other extensions, or recursive=True for sub-folders.")
+                         f"{fix}.")
     table = pd.DataFrame([describe_slide(f) for f in files], columns=SLIDE_COLUMNS)
     return table.astype({"width_px": "Int64", "height_px": "Int64", "levels": "Int64", "readable": bool})

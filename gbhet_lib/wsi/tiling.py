@@ -22,7 +22,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from ..io import atomic_path
-from .slide_io import level_for_magnification, magnification, open_slide, slide_mpp, slide_thumbnail
+from .slide_io import MPP_FIX, level_for_magnification, magnification, open_slide, slide_mpp, slide_thumbnail
 from .tissue import stain_hue_labels, tissue_mask
 
 REPORT_COLUMNS = ["slide", "patches", "status", "error", "seconds"]
@@ -119,7 +119,8 @@ def read_coords(h5_path: str | Path) -> tuple[np.ndarray, dict[str, Any]]:
         return h5["coords"][:], dict(h5.attrs)
 
 
-def tile_slide(slide_path: str | Path, out_dir: str | Path, config: TilingConfig = TilingConfig()) -> Path:
+def tile_slide(slide_path: str | Path, out_dir: str | Path, config: TilingConfig = TilingConfig(),
+               mpp_fix: str = MPP_FIX) -> Path:
     """Tile one slide and write ``out_dir/<stem>.h5`` atomically; returns its path.
 
     Steps: tissue mask (:func:`~gbhet_lib.wsi.tissue.tissue_mask`) on a thumbnail of ``config.thumbnail_size`` px;
@@ -132,12 +133,13 @@ def tile_slide(slide_path: str | Path, out_dir: str | Path, config: TilingConfig
     ``config`` (JSON).
 
     Raises:
-        FileNotFoundError, ValueError: missing or unreadable slide, no µm/px (set ``mpp_override``), or a target
+        FileNotFoundError, ValueError: missing or unreadable slide, no µm/px (set ``mpp_override``; the message
+            says how in ``mpp_fix``'s words, default :data:`~gbhet_lib.wsi.slide_io.MPP_FIX`), or a target
             magnification above the slide's.
     """
     slide_path = Path(slide_path)
     with open_slide(slide_path) as slide:
-        mpp = slide_mpp(slide, slide_path, mpp_override=config.mpp_override)
+        mpp = slide_mpp(slide, slide_path, mpp_override=config.mpp_override, fix=mpp_fix)
         level, residual = level_for_magnification(slide, config.target_magnification, mpp=mpp, path=slide_path)
         level0_mag = magnification(mpp)
         target_downsample = level0_mag / config.target_magnification
@@ -180,12 +182,13 @@ def is_tiled(h5_path: Path, config: TilingConfig) -> bool:
 
 
 def tile_slides(paths: Sequence[str | Path], out_dir: str | Path, config: TilingConfig = TilingConfig(),
-                n_jobs: int = 2, progress: bool = True) -> pd.DataFrame:
+                n_jobs: int = 2, progress: bool = True, mpp_fix: str = MPP_FIX) -> pd.DataFrame:
     """Tile many slides into ``out_dir`` (one ``<stem>.h5`` each), in ``n_jobs`` processes, carrying on past
     failures.
 
     A slide whose ``<stem>.h5`` is already there with the same configuration is ``skipped``; a slide that fails
-    (corrupt file, no µm/px, ...) is ``failed`` with the reason, and the others are still tiled.
+    (corrupt file, no µm/px, ...) is ``failed`` with the reason, and the others are still tiled. ``mpp_fix``: how
+    the reason for a slide without µm/px tells the caller to set it (see :func:`tile_slide`).
 
     Returns:
         One row a slide, in the order given: ``slide`` (path), ``patches`` (number kept; for skipped slides,
@@ -214,11 +217,11 @@ def tile_slides(paths: Sequence[str | Path], out_dir: str | Path, config: Tiling
     bar = tqdm(total=len(todo), desc="tiling slides", unit="slide", disable=not progress or not todo)
     if n_jobs == 1 or len(todo) <= 1:
         for i in todo:
-            rows[i] = _tile_one(paths[i], out_dir, config)
+            rows[i] = _tile_one(paths[i], out_dir, config, mpp_fix)
             bar.update()
     else:
         with futures.ProcessPoolExecutor(max_workers=min(n_jobs, len(todo))) as pool:
-            jobs = {pool.submit(_tile_one, paths[i], out_dir, config): i for i in todo}
+            jobs = {pool.submit(_tile_one, paths[i], out_dir, config, mpp_fix): i for i in todo}
             for job in futures.as_completed(jobs):
                 i = jobs[job]
                 try:
@@ -230,11 +233,11 @@ def tile_slides(paths: Sequence[str | Path], out_dir: str | Path, config: Tiling
     return pd.DataFrame([rows[i] for i in range(len(paths))], columns=REPORT_COLUMNS)
 
 
-def _tile_one(path: Path, out_dir: Path, config: TilingConfig) -> dict[str, Any]:
+def _tile_one(path: Path, out_dir: Path, config: TilingConfig, mpp_fix: str = MPP_FIX) -> dict[str, Any]:
     """Tile one slide and report it; any error becomes a ``failed`` row naming the file and the reason."""
     start = time.perf_counter()
     try:
-        h5_path = tile_slide(path, out_dir, config)
+        h5_path = tile_slide(path, out_dir, config, mpp_fix)
         n = len(read_coords(h5_path)[0])
     except Exception as err:  # noqa: BLE001 - one bad slide must not stop the batch; the row says why
         return _row(path, 0, "failed", f"{type(err).__name__}: {err}", time.perf_counter() - start)
