@@ -288,6 +288,14 @@ def test_container_with_wrong_checksum(server: Server, tmp_path: Path) -> None:
     assert cache_files(tmp_path) == []
 
 
+@pytest.mark.parametrize("path", ["/pkg/..", "/"])
+def test_container_url_must_end_in_a_plain_file_name(server: Server, tmp_path: Path, path: str) -> None:
+    e = entry(server.url(path), GOOD, member="pkg/data/genes.tsv")
+    with pytest.raises(DataError, match=r"does not end in a usable file name .*Point 'url'"):
+        fetch(e, cache_dir=tmp_path / "cache", retry=FAST)
+    assert server.requests == [] and not (tmp_path / "cache").exists()
+
+
 # --- mirror ----------------------------------------------------------------------------------------------------
 
 def test_mirror_file_is_verified_and_returned_in_place(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

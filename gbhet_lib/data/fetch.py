@@ -27,7 +27,7 @@ from urllib.parse import urlparse
 
 from ..config import ENV_CACHE_DIR, ENV_DATA_MIRROR
 from ..io import atomic_path, file_sha256
-from .download import HttpStatusError, RetriesExhaustedError, RetryPolicy, download, partial_path
+from .download import HttpStatusError, RetriesExhaustedError, RetryPolicy, download, partial_path, unsafe_name
 from .manifest import DataError, DatasetEntry, Manifest, load_manifest
 
 if TYPE_CHECKING:
@@ -221,7 +221,7 @@ def _fetch(entry: DatasetEntry, mirror: Path | None, cache_dir: Path | None, pro
     if entry.member is None:
         _download(entry.url, target, entry.sha256, entry.size, entry.name, entry.format, progress, retry)
     else:
-        archive = cache_root / ARCHIVE_DIR / Path(urlparse(entry.url).path).name  # shared by all its members
+        archive = cache_root / ARCHIVE_DIR / _container_name(entry)  # shared by all its members
         if not _usable_container(archive, entry.archive_sha256):
             _download(entry.url, archive, entry.archive_sha256, None, entry.name, "zip", progress, retry)
         _extract_member(entry, archive, target)
@@ -250,6 +250,15 @@ def _download(url: str, target: Path, sha256: str | None, size: int | None, labe
         lambda path: _verify(path, sha256, label, fmt, way_out, size=size, shown=target))
     ResumableDownloader(part=partial_path(target), label=label, retry=retry, progress=progress, check=check,
                         total=size)(url, str(target))
+
+
+def _container_name(entry: DatasetEntry) -> str:
+    """The cache file name of an entry's container: the last part of its URL's path, if a plain name."""
+    name = Path(urlparse(entry.url or "").path).name
+    if problem := unsafe_name(name):
+        raise DataError(f"dataset {entry.name!r}: the container URL {entry.url} does not end in a usable file name "
+                        f"({name!r}: {problem}). Point 'url' in data_manifest/datasets.yaml at the file itself.")
+    return name
 
 
 def _usable_container(archive: Path, sha256: str | None) -> bool:
