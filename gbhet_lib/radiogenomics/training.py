@@ -30,6 +30,7 @@ from scipy.stats import mannwhitneyu
 from sklearn.metrics import roc_auc_score
 from torch import Tensor, nn
 
+from ..training.finite import check_finite_loss
 from .networks import AutoencoderConfig, ClassifierConfig, GeneAutoencoder, TraitNet, make_optimizer
 
 
@@ -69,13 +70,16 @@ def _matrix(x: Any, name: str) -> np.ndarray:
 
 
 def _train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, n: int, batch_size: int,
-                 generator: torch.Generator, batch_loss: Callable[[Tensor], Tensor]) -> float:
+                 generator: torch.Generator, batch_loss: Callable[[Tensor], Tensor], epoch: int = 1,
+                 where: str = "radiogenomics") -> float:
     """One epoch over ``n`` rows in shuffled batches: ``batch_loss(rows)`` → scalar loss, a step per batch;
-    returns the loss averaged over the rows."""
+    returns the loss averaged over the rows. A NaN or infinite loss raises
+    :class:`~gbhet_lib.training.finite.NonFiniteLossError` naming ``where``, ``epoch`` and the step."""
     model.train()
     total, count = 0.0, 0
-    for batch in _batches(n, batch_size, generator):
+    for step, batch in enumerate(_batches(n, batch_size, generator)):
         loss = batch_loss(batch)
+        check_finite_loss(loss, epoch, step, where)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -162,7 +166,8 @@ def fit_autoencoder(x: np.ndarray, config: AutoencoderConfig,
         return (model(x_train[batch]) - x_train[batch]).abs().mean()
 
     for epoch in range(1, config.epochs + 1):
-        train_loss = _train_epoch(model, optimizer, len(x_train), config.batch_size, generator, mae)
+        train_loss = _train_epoch(model, optimizer, len(x_train), config.batch_size, generator, mae, epoch,
+                                  "autoencoder")
         reconstruction = predict_logits(model, x[val_rows])
         r2 = reconstruction_r2(x[val_rows], reconstruction)
         rows.append({"epoch": epoch, "train_loss": train_loss,
@@ -260,7 +265,7 @@ def fit_classifier(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, 
 
     for epoch in range(1, config.epochs + 1):
         train_loss = _train_epoch(model, optimizer, len(inputs), config.batch_size, generator,
-                                  weighted_cross_entropy)
+                                  weighted_cross_entropy, epoch, "trait network")
         val_logits = predict_logits(model, x_val)
         row = {"epoch": epoch, "train_loss": train_loss, "val_auc": validation_auc(y_va, val_logits)}
         if config.n_classes > 1:

@@ -4,7 +4,8 @@ exactly (modules, optimiser, every random-number state of every rank, epoch, his
 A checkpoint (``last.pt``, written atomically) is a dict: ``format``, ``kind``, ``config``, ``model_spec``,
 ``world_size``, ``epoch`` (the last finished one), ``history`` (one dict per epoch), ``modules`` (state dicts by
 name), ``optimizer``, ``rng`` (rank 0's states) and ``rng_ranks`` (every rank's). ``history.tsv`` beside it holds
-the history as a table. Imports torch, numpy and pandas.
+the history as a table. :func:`save` never replaces a checkpoint with non-finite weights (it raises
+:class:`~gbhet_lib.training.finite.NonFiniteLossError` instead). Imports torch, numpy and pandas.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from torch import Tensor, nn
 
 from ..io import atomic_path, write_table_atomic
 from .distributed import distributed
+from .finite import check_finite_weights
 
 if TYPE_CHECKING:
     from .loop import Run
@@ -103,7 +105,13 @@ def resume(path: Path, run: Run, optimizer: torch.optim.Optimizer, generators: d
 def save(checkpoint_dir: Path, run: Run, optimizer: torch.optim.Optimizer,
          generators: dict[str, torch.Generator], device: torch.device, epoch: int,
          history: list[dict[str, Any]]) -> None:
-    """Write ``last.pt`` and ``history.tsv`` after ``epoch`` (rank 0 writes; every rank's random state is in it)."""
+    """Write ``last.pt`` and ``history.tsv`` after ``epoch`` (rank 0 writes; every rank's random state is in it).
+
+    Raises:
+        NonFiniteLossError: a weight of ``run.modules`` is NaN or infinite (checked on every rank: they are equal
+            under DDP); the checkpoint on disk, the last good one, is left as it is.
+    """
+    check_finite_weights(run.modules, run.kind, epoch, checkpoint_dir / CHECKPOINT)
     rank, world = distributed()
     rng = rng_state(generators, device)
     rng_ranks = [rng]

@@ -12,6 +12,12 @@ trainer's learnable temperature). The RNA trainers (:mod:`gbhet_lib.rna.train`),
 (:mod:`gbhet_lib.wsi.train`), the fusion trainer (:mod:`gbhet_lib.fusion.train`) and the expression trainer
 (:mod:`gbhet_lib.training.expression`) all use it.
 
+A loss that becomes NaN or infinite stops the training with
+:class:`~gbhet_lib.training.finite.NonFiniteLossError`, which names the run's kind, the epoch and the step; the
+checkpoint of the last finished epoch stays as it was (the bad epoch is never saved, and :func:`save
+<gbhet_lib.training.checkpoint.save>` refuses non-finite weights), so a rerun with a fixed setting starts from it
+only if the settings allow a resume (a changed ``lr`` does not: use another ``checkpoint_dir``).
+
 Under ``torchrun`` (an initialised :mod:`torch.distributed` process group) the same loop is data-parallel: every
 rank draws the same epoch order, global batch b is split into ``world_size`` near-equal parts and each rank steps on
 its own (``batch_size`` is per process, as in the authors' DDP runs), the step function is expected to go through a
@@ -37,6 +43,7 @@ from .checkpoint import CHECKPOINT, resume, save
 from .config import TrainConfig, require
 from .device import resolve_device
 from .distributed import distributed
+from .finite import LossWatch
 from .schedule import Schedule
 
 StepFn = Callable[[Tensor], "dict[str, Tensor] | None"]
@@ -114,6 +121,10 @@ def fit(run: Run, n_samples: int, step: StepFn, evaluate: Callable[[], dict[str,
     same history, so it must depend only on values equal on every rank (losses, ``val_`` metrics, not
     ``train_seconds``).
 
+    Raises:
+        NonFiniteLossError: a step's loss is NaN or infinite (see the module docstring); ``last.pt`` is left as the
+            last finished epoch wrote it.
+
     Returns:
         The history, one row per epoch: ``epoch``, ``lr`` (the schedule's, scale 1, of the epoch's last step),
         ``train_<name>`` (means over samples of every value ``step`` returns), ``train_samples`` (rows stepped on,
@@ -141,6 +152,7 @@ def fit(run: Run, n_samples: int, step: StepFn, evaluate: Callable[[], dict[str,
         order = epoch_order(generators["shuffle"])  # stays on the CPU: no device sync to read batch rows
         sums: dict[str, Tensor] = {}
         rows = skipped = 0
+        watch = LossWatch(run.kind, epoch, device, world, checkpoint_dir / CHECKPOINT)
         for b in range(n_batches):
             lr = schedule(epoch, b, n_batches, cfg.lr, cfg.warmup_lr, cfg.min_lr, cfg.epochs, cfg.warmup_epochs)
             for group in optimizer.param_groups:
@@ -155,12 +167,14 @@ def fit(run: Run, n_samples: int, step: StepFn, evaluate: Callable[[], dict[str,
             if losses is None:
                 skipped += 1
                 continue
+            watch.observe(losses["loss"], b)
             optimizer.zero_grad(set_to_none=True)
             losses["loss"].backward()
             optimizer.step()
             rows += len(batch)
             for k, v in losses.items():
                 sums[k] = sums.get(k, 0) + v.detach() * len(batch)
+        watch.check()  # every rank, before the epoch's checkpoint is written
         if world > 1:
             sums, rows = _all_ranks_sums(sums, rows, device)
         means = {f"train_{k}": float(v) / rows for k, v in sums.items()}  # float() waits for the GPU
