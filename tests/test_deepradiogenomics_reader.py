@@ -1,7 +1,7 @@
 """Readers of the deepRadiogenomics demo data (Smedley 2020; chapter 8's reference profile): the real files,
 fetched through the project's fetch code from the data mirror, checked against the counts of related_papers.md §4–5;
-the VASARI binarisation rules on a hand-made frame; bad files. Needs the data mirror: fails (never skips) without it,
-as every mirror test (tests/data_mirror.py)."""
+the VASARI binarisation rules on a hand-made frame; bad files. The file tests need the data mirror: without it they
+skip, or fail with GBHET_REQUIRE_MIRROR=1, as every mirror test (tests/data_mirror.py)."""
 from __future__ import annotations
 
 import dataclasses
