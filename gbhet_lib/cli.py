@@ -436,13 +436,13 @@ def _cmd_book(args: argparse.Namespace) -> int:
 
 def _parse_overrides(items: list[str]) -> dict[str, Any]:
     """``--set NAME=VALUE`` items as a dict; each VALUE is read as YAML (``4``, ``1e-5``, ``true``, ``[a, b]``)."""
-    import yaml
-
     overrides = {}
     for item in items:
         name, sep, value = item.partition("=")
         if not sep or not name.strip():
             raise UsageError(f"--set {item!r}: expected NAME=VALUE, e.g. --set n_patients=4")
+        import yaml  # only with --set: train-fusion runs where PyYAML may be missing (the GPU machine)
+
         try:
             parsed = yaml.safe_load(value)
         except yaml.YAMLError as err:

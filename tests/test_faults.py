@@ -3,6 +3,7 @@ timeout (each starts a kernel: 3 in all), a training loss that becomes NaN (the 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import nbformat
@@ -93,7 +94,7 @@ class _Blows(nn.Module):
         self.w = nn.Parameter(torch.ones(3))
 
 
-def _nan_run(tmp_path: Path, nan_at: tuple[int, int] | None, epochs: int = 3) -> tuple[Run, callable, list]:
+def _nan_run(tmp_path: Path, nan_at: tuple[int, int] | None, epochs: int = 3) -> tuple[Run, Callable, list]:
     model = _Blows()
     config = TrainConfig(epochs=epochs, batch_size=2, lr=1e-2, warmup_lr=1e-2, min_lr=1e-3, warmup_epochs=0,
                          seed=0)
