@@ -1,5 +1,5 @@
 """Faults stop the work with one clear message and keep what was good: a kernel that dies, a cell past the cell
-timeout (each starts a kernel: 3 in all), a training loss that becomes NaN (the last good checkpoint stays)."""
+timeout (each starts a kernel: 2 in all), a training loss that becomes NaN (the last good checkpoint stays)."""
 from __future__ import annotations
 
 import math
