@@ -252,7 +252,7 @@ def test_normalised_values_may_be_negative_and_bad_files(tmp_path: Path) -> None
 
 def test_repeated_sample_columns_are_averaged_and_reported(tmp_path: Path) -> None:
     path = write(tmp_path / "x.tsv", "g\tS1\tS1\n" + "".join(f"{g}\t1\t2\n" for g in ENSG))
-    out = read_expression_table(path)
+    out = read_expression_table(path, values="normalised")
     assert out.columns.tolist() == ["S1"] and out["S1"].tolist() == [1.5] * 3
     assert out.attrs["report"].steps["repeated samples"] == ("1 sample on 2 rows (e.g. 'S1' × 2): averaged "
                                                              "(aggregate_samples='mean') → 1 sample")

@@ -114,7 +114,7 @@ def test_duplicated_gene_normalised_values_are_averaged_and_reported(tmp_path: P
 # --- wide tables: gene columns with an omics suffix beside clinical and other omics columns ---------------------
 
 WIDE = ("case_id,slide_id,age,os_days,TP53_rnaseq,EGFR_rnaseq,TSPAN6_rnaseq,TP53_cnv,EGFR_cnv\n"
-        "C1,s1,50,100,1,2,3,0,1\nC1,s2,50,100,3,4,5,0,1\nC2,s3,60,200,5,6,7,1,1\n")
+        "C1,s1,50,100,1,2,3,0,1\nC1,s2,50,100,6,4,5,0,1\nC2,s3,60,200,5,6,7,1,1\n")
 
 
 def test_wide_table_without_columns_says_which_pattern_to_set(tmp_path: Path) -> None:
@@ -127,17 +127,22 @@ def test_wide_table_without_columns_says_which_pattern_to_set(tmp_path: Path) ->
         "column of sample ids (other candidates: '(.+)_cnv').")
 
 
-@pytest.mark.parametrize("rule, c1", [("mean", [2.0, 3.0, 4.0]), ("first", [1.0, 2.0, 3.0])])
-def test_wide_table_gene_columns_and_repeated_samples(tmp_path: Path, rule: str, c1: list[float]) -> None:
+@pytest.mark.parametrize("rule, values, c1, done", [
+    ("mean", "counts", [4.0, 3.0, 4.0], "averaged and rounded to whole counts"),  # DESeq2 needs integers
+    ("mean", "normalised", [3.5, 3.0, 4.0], "averaged"),
+    ("sum", "counts", [7.0, 6.0, 8.0], "summed"),
+    ("first", "counts", [1.0, 2.0, 3.0], "first row kept"),
+])
+def test_wide_table_gene_columns_and_repeated_samples(tmp_path: Path, rule: str, values: str, c1: list[float],
+                                                      done: str) -> None:
     out = expression(write(tmp_path / "wide.csv", WIDE), expression_columns="(.+)_rnaseq", sample_column="case_id",
-                     aggregate_samples=rule)
+                     aggregate_samples=rule, values=values)
     assert out.index.tolist() == ["TP53", "EGFR", "TSPAN6"] and out.columns.tolist() == ["C1", "C2"]
     assert out["C1"].tolist() == c1 and out["C2"].tolist() == [5.0, 6.0, 7.0]
     steps = out.attrs["report"].steps
     assert steps["columns"] == ("3 of 8 value columns match '(.+)_rnaseq', gene = group 1 ('TP53_rnaseq' → 'TP53'); 5 "
                                 "ignored ('slide_id', 'age', 'os_days', 'TP53_cnv', 'EGFR_cnv')")
     assert steps["orientation"] == "samples × genes (rows = samples: implied by expression_columns/sample_column)"
-    done = "averaged" if rule == "mean" else "first row kept"
     assert steps["repeated samples"] == (f"1 sample on 2 rows (e.g. 'C1' × 2): {done} (aggregate_samples={rule!r}) "
                                          "→ 2 samples")
 
@@ -161,7 +166,7 @@ def test_wide_table_gene_columns_and_repeated_samples(tmp_path: Path, rule: str,
      r"column\(s\): 'slide_id'\)\. Fix: set `expression_columns=` in chapter 2's parameters to a regular expression "
      r"matching only the gene columns.*and `sample_column=` to the column of sample ids"),
     ({"aggregate_samples": "median"},
-     r"wide\.csv: aggregate_samples='median' is not one of 'mean', 'first'\. Fix: set `aggregate_samples=` in "
+     r"wide\.csv: aggregate_samples='median' is not one of 'mean', 'sum', 'first'\. Fix: set `aggregate_samples=` in "
      r"chapter 2's parameters to one of them\.$"),
 ])
 def test_wide_table_bad_settings(tmp_path: Path, kwargs: dict[str, str], message: str) -> None:
@@ -318,3 +323,26 @@ def test_report_table_lists_every_decision(tmp_path: Path) -> None:
                                        "result", "format", "id column", "repeated ids", "matched samples",
                                        "survival time", "survival event", "columns kept"]
     assert report_table(None).empty
+
+
+# --- chapter 2's use of the reader ----------------------------------------------------------------------------------
+
+def test_chapter_2_reads_your_expression_and_clinical_table_and_reports_both(tmp_path: Path) -> None:
+    from gbhet_lib.rna import stage
+
+    path = write(tmp_path / "x.csv", "gene,S1,S2,S3\nTP53,10,20,30\nENSG00000141510.17,1,2,3\nEGFR,5,6,7\n"
+                                     "KRAS,8,8,9\n")
+    table = read_expression_table(path, annotation=ANNOTATION, chapter=stage.CHAPTER_NAME)
+    rna = stage.own_expression(table, ANNOTATION, counts=True)
+    assert rna.values.columns.tolist() == ["TP53", "EGFR", "KRAS"] and rna.n_merged == 1
+    assert rna.reading.steps["gene ids"].endswith("; 1 row merged into another row of the same gene (counts "
+                                                  "summed); 3 genes with a unique symbol kept")
+    rows = stage.clinical_table(None, write(tmp_path / "c.csv", "id,os_days,os_event\nS1,3,dead\nS3,4,alive\n"),
+                                rna.values.index)
+    assert rows["os_event"].tolist() == [1.0, 0.0]
+    report = stage.reading_report(rna, rows)
+    assert report.index.names == ["table", "step"] and ("clinical", "matched samples") in report.index
+    assert stage.reading_report(rna, None).index.get_level_values("table").unique().tolist() == ["expression"]
+    with pytest.raises(UserTableError, match=r"c\.csv: no column 'OS' .*Fix: set `survival_time_column=` in chapter "
+                                             r"2's parameters"):
+        stage.clinical_table(None, tmp_path / "c.csv", rna.values.index, survival_time_column="OS")

@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 ORIENTATIONS = ("auto", "genes_x_samples", "samples_x_genes")
 VALUES = ("counts", "normalised")
-AGGREGATIONS = ("mean", "first")
+AGGREGATIONS = ("mean", "sum", "first")
 #: survival time units and their length in days
 TIME_UNITS = {"days": 1.0, "months": 365.25 / 12, "years": 365.25}
 TEXT_SUFFIXES = (".csv", ".tsv", ".txt", ".tab")
@@ -227,7 +227,8 @@ def read_expression_table(path: str | Path, orientation: str = "auto", values: s
         expression_columns: regular expression matching the gene columns in full, its first group the gene
             (``(.+)_rnaseq``: ``TP53_rnaseq`` → ``TP53``); other columns are ignored. Implies samples × genes.
         sample_column: the column (h5ad: the obs column) of sample ids; None: the first column (h5ad: obs_names).
-        aggregate_samples: rows of a repeated sample (e.g. one per slide): ``mean`` or ``first``.
+        aggregate_samples: rows of a repeated sample (e.g. one per slide): ``mean`` (counts rounded to whole
+            counts), ``sum`` (technical replicates of counts) or ``first``.
         chapter, parameter: named in the fixes ("set `expression_columns=` in chapter 2's parameters").
 
     Returns:
@@ -254,7 +255,7 @@ def read_expression_table(path: str | Path, orientation: str = "auto", values: s
     numeric = _to_numeric(labels, block, columns_of, transpose, where)
     samples_x_genes = numeric if transpose else numeric.T
     samples_x_genes = _check_values(samples_x_genes, values, where)
-    samples_x_genes = _aggregate_samples(samples_x_genes, aggregate_samples, report)
+    samples_x_genes = _aggregate_samples(samples_x_genes, aggregate_samples, values, report)
     samples_x_genes = _merge_genes(samples_x_genes, values, "columns" if transpose else "rows", report)
     table = samples_x_genes.T.rename_axis(index="gene", columns="sample")
     report.note("result", f"{table.shape[0]} genes × {table.shape[1]} samples, "
@@ -477,19 +478,22 @@ def _check_values(table: pd.DataFrame, values: str, where: _Where) -> pd.DataFra
     return table
 
 
-def _aggregate_samples(table: pd.DataFrame, rule: str, report: ReadReport) -> pd.DataFrame:
-    """One row per sample (``table``: samples × genes): repeated samples' rows averaged or the first kept."""
+def _aggregate_samples(table: pd.DataFrame, rule: str, values: str, report: ReadReport) -> pd.DataFrame:
+    """One row per sample (``table``: samples × genes): a repeated sample's rows averaged (counts rounded to whole
+    counts, which DESeq2 needs), summed (technical replicates of counts, as DESeq2's collapseReplicates) or the
+    first kept."""
     repeated = table.index[table.index.duplicated(keep=False)]
     if not len(repeated):
         report.note("repeated samples", "none: one row per sample")
         return table
     counts = pd.Series(repeated).value_counts(sort=False)
     grouped = table.groupby(level=0, sort=False)
-    out = grouped.mean() if rule == "mean" else grouped.first()
-    example = f"{counts.index[0]!r} × {counts.iloc[0]}"
-    report.note("repeated samples", f"{_n(len(counts), 'sample')} on {int(counts.sum())} rows (e.g. {example}): "
-                f"{'averaged' if rule == 'mean' else 'first row kept'} (aggregate_samples={rule!r}) → "
-                f"{_n(len(out), 'sample')}")
+    out = {"mean": grouped.mean, "sum": grouped.sum, "first": grouped.first}[rule]()
+    done = {"mean": "averaged", "sum": "summed", "first": "first row kept"}[rule]
+    if rule == "mean" and values == "counts":
+        out, done = out.round(), "averaged and rounded to whole counts"
+    report.note("repeated samples", f"{_n(len(counts), 'sample')} on {int(counts.sum())} rows (e.g. {counts.index[0]!r}"
+                f" × {counts.iloc[0]}): {done} (aggregate_samples={rule!r}) → {_n(len(out), 'sample')}")
     return out
 
 

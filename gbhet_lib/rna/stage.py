@@ -22,9 +22,9 @@ imported by the functions that use them), so :class:`RnaEncoderRecord` loads on 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -34,6 +34,8 @@ from ..rundir import RunDir, StageRecord, settings_folder
 from .gene_ids import GeneIdMatch, harmonise_expression
 
 CHAPTER = "02_rna_encoding"
+#: how errors about your own files name this chapter ("set `expression_columns=` in chapter 2's parameters")
+CHAPTER_NAME = "chapter 2"
 #: where the encoder's sample embedding lives in the expression AnnData
 EMBEDDING_KEY = "X_rna_encoder"
 #: the baseline beside it: principal components of the raw log expression
@@ -95,6 +97,9 @@ class RnaExpression:
         lineages, pool: the sample ids with a slide (lineages) and the RNA-only pool.
         size_factors: DESeq2 size factors per sample when the input was counts, else None.
         gene_match: how the input gene identifiers mapped to the annotation.
+        n_merged: input rows merged into another row of the same gene after the id mapping.
+        reading: what the reader decided about your own file (:class:`~gbhet_lib.data.user_tables.ReadReport`);
+            None for chapter 1's cohort.
     """
 
     values: pd.DataFrame
@@ -102,6 +107,8 @@ class RnaExpression:
     pool: pd.Index
     size_factors: pd.Series | None
     gene_match: GeneIdMatch
+    n_merged: int = 0
+    reading: Any = None
 
 
 def cohort_expression(cohort: Cohort) -> RnaExpression:
@@ -115,8 +122,17 @@ def cohort_expression(cohort: Cohort) -> RnaExpression:
 
 def own_expression(table: pd.DataFrame, annotation: pd.DataFrame, counts: bool) -> RnaExpression:
     """Your own genes × samples table (symbols or Ensembl ids; counts or normalised values) prepared the same
-    way; every sample counts as pool (there are no slides)."""
-    return _log_symbols(table, annotation, counts, pd.Index([]), pd.Index(table.columns))
+    way; every sample counts as pool (there are no slides). The reader's report (``table.attrs["report"]``, if
+    any) gains the gene-id mapping and is kept in ``reading``."""
+    rna = _log_symbols(table, annotation, counts, pd.Index([]), pd.Index(table.columns))
+    report = table.attrs.get("report")
+    if report is not None:
+        rule = "counts summed" if counts else "normalised values averaged"
+        rows = f"{rna.n_merged} row{'s' if rna.n_merged > 1 else ''}"
+        merged = (f"{rows} merged into another row of the same gene ({rule})" if rna.n_merged
+                  else "no two rows map to one gene")
+        report.note("gene ids", f"{rna.gene_match}; {merged}; {rna.values.shape[1]} genes with a unique symbol kept")
+    return replace(rna, reading=report)
 
 
 def _log_symbols(table: pd.DataFrame, annotation: pd.DataFrame, counts: bool, lineages: pd.Index,
@@ -124,6 +140,7 @@ def _log_symbols(table: pd.DataFrame, annotation: pd.DataFrame, counts: bool, li
     from .normalise import normalise_counts
 
     by_id, match = harmonise_expression(table, annotation, duplicates="sum" if counts else "mean")
+    n_merged = int(by_id.attrs["n_collapsed"])
     size_factors = None
     if counts:
         by_id = normalise_counts(by_id)
@@ -133,7 +150,8 @@ def _log_symbols(table: pd.DataFrame, annotation: pd.DataFrame, counts: bool, li
     keep = symbols.notna().to_numpy() & ~symbols.duplicated().to_numpy()
     values = by_id.loc[keep].set_axis(symbols[keep].to_numpy()).T
     values.columns.name = "symbol"
-    return RnaExpression(values.astype(np.float64), lineages, pool, size_factors, match)
+    return RnaExpression(values.astype(np.float64), lineages, pool, size_factors, match,
+                         n_merged=n_merged)
 
 
 def split_pool(pool: pd.Index, validation_fraction: float = 0.1, seed: int = 0) -> tuple[pd.Index, pd.Index]:
@@ -173,9 +191,14 @@ def standardise_genes(values: pd.DataFrame, fit_on: pd.Index) -> pd.DataFrame:
 
 # ------------------------------------------------------------------------------------------------ expression
 def load_expression(run: RunDir, config: Any, expression_path: str | Path | None = None,
-                    expression_values: str = "counts") -> tuple[RnaExpression, Cohort | None, pd.DataFrame]:
-    """The chapter's expression: chapter 1's cohort (``expression_path`` None) or your own genes × samples table
-    (``expression_values`` ``counts`` or ``normalised``), on gene symbols. ``config`` (a
+                    expression_values: str = "counts", *, orientation: str = "auto",
+                    expression_columns: str | None = None, sample_column: str | None = None,
+                    aggregate_samples: str = "mean") -> tuple[RnaExpression, Cohort | None, pd.DataFrame]:
+    """The chapter's expression: chapter 1's cohort (``expression_path`` None) or your own table, on gene symbols.
+
+    Your table is read by :func:`~gbhet_lib.data.user_tables.read_expression_table` with the chapter's
+    parameters (``expression_values`` ``counts`` or ``normalised``, ``orientation``, ``expression_columns``,
+    ``sample_column``, ``aggregate_samples``); its errors name those parameters. ``config`` (a
     :class:`~gbhet_lib.config.StudyConfig`) gives the data mirror and cache for the gene annotation.
 
     Returns the expression, the cohort (None for your own files) and the gene annotation (symbol, chromosome…).
@@ -187,10 +210,12 @@ def load_expression(run: RunDir, config: Any, expression_path: str | Path | None
         return cohort_expression(cohort), cohort, cohort.genes
     from ..data.fetch import fetch
     from ..data.readers import read_pirlygenes_reference
-    from .expression_io import read_expression_table
+    from ..data.user_tables import read_expression_table
 
     annotation = read_pirlygenes_reference(fetch("pirlygenes_gene_reference", config.data_mirror, config.cache_dir))
-    table = read_expression_table(expression_path, values=expression_values, annotation=annotation)
+    table = read_expression_table(expression_path, orientation, expression_values, annotation,
+                                  expression_columns=expression_columns, sample_column=sample_column,
+                                  aggregate_samples=aggregate_samples, chapter=CHAPTER_NAME)
     return own_expression(table, annotation, counts=expression_values == "counts"), None, annotation
 
 
@@ -411,13 +436,35 @@ def read_embedding(run: str | Path | RunDir) -> pd.DataFrame:
     return pd.DataFrame(np.asarray(adata.obsm[EMBEDDING_KEY]), index=adata.obs_names)
 
 
-def clinical_table(cohort: Cohort | None, clinical_path: str | Path | None = None) -> pd.DataFrame | None:
-    """One clinical row per RNA profile: the reference cohort's patients and pool, or your table; else None."""
+def clinical_table(cohort: Cohort | None, clinical_path: str | Path | None = None,
+                   samples: Sequence[str] = (), *, clinical_id_column: str | None = None,
+                   survival_time_column: str | None = None, survival_event_column: str | None = None,
+                   survival_time_unit: str = "days") -> pd.DataFrame | None:
+    """One clinical row per RNA profile: the reference cohort's patients and pool, or your table matched to the
+    expression's ``samples`` (:func:`~gbhet_lib.data.user_tables.read_clinical_table`: the id column, survival
+    columns and unit as the chapter's parameters say; ``os_days`` and ``os_event`` when survival is found); else
+    None."""
     if cohort is not None and cohort.kind == "semisynthetic":
         return pd.concat([cohort.patients, cohort.pool_clinical])
-    if clinical_path is not None:
-        return pd.read_csv(clinical_path, sep=None, engine="python", index_col=0)
-    return None
+    if clinical_path is None:
+        return None
+    from ..data.user_tables import read_clinical_table
+
+    return read_clinical_table(clinical_path, list(samples), clinical_id_column=clinical_id_column,
+                               survival_time_column=survival_time_column,
+                               survival_event_column=survival_event_column, survival_time_unit=survival_time_unit,
+                               chapter=CHAPTER_NAME)
+
+
+def reading_report(rna: RnaExpression, clinical: pd.DataFrame | None) -> pd.DataFrame | None:
+    """What the reader decided about your own files (expression, clinical): one row per step, or None when the
+    chapter read none (chapter 1's cohort)."""
+    from ..data.user_tables import report_table
+
+    reports = [rna.reading, None if clinical is None else clinical.attrs.get("report")]
+    if all(r is None for r in reports):
+        return None
+    return report_table(*reports).set_index(["table", "step"])
 
 
 # ------------------------------------------------------------------------------------------------ claims
