@@ -380,6 +380,11 @@ def train_variant(run_dir: str | Path, variant: str, policy: str = "patch", devi
     with process_group(device) as (rank, world):
         wsi_record = _wsi_record(run_dir)
         token_set = variant_tokens(variant)
+        if study_seed is None:
+            study_seed = int(read_json(_require(run_dir / "config.json", "the run's configuration"))["seed"])
+        # the whole config is checked before any encoder is trained (a bad override fails in seconds)
+        config = variant_config(variant, **{"seed": derive_seed(study_seed, "fusion", variant, policy),
+                                            "amp_bf16": use_bf16(device), **overrides, "device": device})
         if data is None:
             data = load_pairing(run_dir, token_set, wsi_record["encoder"]["img_size"], memory_budget_bytes)
         if shuffled_pairing_seed is not None:
@@ -396,10 +401,6 @@ def train_variant(run_dir: str | Path, variant: str, policy: str = "patch", devi
             torch.distributed.barrier()
         image_encoder, wsi_path = wsi_encoder_for_split(run_dir, policy, data, device)
         rna_encoder, rna_path = rna_encoder_for(run_dir, token_set, device)
-        if study_seed is None:
-            study_seed = int(read_json(_require(run_dir / "config.json", "the run's configuration"))["seed"])
-        config = variant_config(variant, **{"seed": derive_seed(study_seed, "fusion", variant, policy),
-                                            "amp_bf16": use_bf16(device), **overrides, "device": device})
         extra = {"name": name, "variant": variant, "policy": policy, "split_digest": split["digest"],
                  "token_set": token_set,
                  **({} if shuffled_pairing_seed is None else {"shuffled_pairing_seed": int(shuffled_pairing_seed)}),

@@ -34,6 +34,7 @@ from timm.layers import resample_abs_pos_embed
 from timm.models.vision_transformer_hybrid import HybridEmbed
 from torch import Tensor, nn
 
+from ..errors import GbhetError
 from ..training import load_weights, read_checkpoint
 
 Normalisation = Literal["weights", "clip"]
@@ -44,7 +45,7 @@ PAPER_ARCH = "deit_base_patch16_224"
 CHECKPOINT_FORMAT = "gbhet.wsi_checkpoint/1"  # written by gbhet_lib.wsi.train
 
 
-class PretrainedWeightsError(RuntimeError):
+class PretrainedWeightsError(GbhetError, RuntimeError):
     """Pretrained weights were asked for but could not be obtained (no network, offline mode, unknown model)."""
 
 
