@@ -15,8 +15,8 @@ Everything the reader decides (delimiter, orientation, repeated samples and how 
 genes and the rule applied, the id column, the matches, the survival columns, units and event coding) is written
 to a :class:`ReadReport` kept in ``table.attrs["report"]``; :func:`report_table` turns reports into the table a
 chapter shows. Every problem raises :class:`UserTableError` naming the file, the row or column, and the fix in
-terms of the chapter's parameters (``set `expression_columns=` in chapter 2's parameters``). The names of the
-arguments here are those parameters' names.
+terms of the chapter's parameters (``set `expression_columns=` in chapter 2's parameters``): the keyword
+arguments here carry those parameters' names (``values`` is the chapters' ``expression_values``).
 """
 from __future__ import annotations
 

@@ -7,6 +7,12 @@ Reads (relative to the run directory)::
                                   survival, age), truth.json (demo: which program drives which trait)
     data/rna_expression.h5ad      chapter 2's expression (DESeq2-normalised log2, gene symbols)
 
+or your own files (:class:`OwnData`): a traits table (``traits_path``: patients × binary traits) and an expression
+table (``expression_path``, read and normalised as chapter 2 does; else chapter 2's expression). The samples with
+every trait form the radiogenomic cohort, those without traits the autoencoder cohort (as the paper's patients
+without VASARI reads); the masking and enrichment sets are MSigDB Hallmark or your GMT (``gene_sets_path``); with
+no planted truth, the claims are those that need none.
+
 Writes::
 
     models/radiogenomics/<digest>/autoencoder.pt, autoencoder_history.tsv   the autoencoder (pre-trained on the
@@ -45,6 +51,12 @@ from ..mri.traits import TRAITS
 from ..rundir import RunDir
 
 CHAPTER = "08_radiogenomic_traits"
+#: how errors about your own files name this chapter
+CHAPTER_NAME = "chapter 8"
+#: fewest expression samples without traits that the autoencoder is pre-trained on (your own data)
+MIN_AUTOENCODER_SAMPLES = 20
+#: fewest of a masking set's genes among the modelled genes for the set to be kept (your own gene sets)
+MIN_SET_GENES = 5
 NETWORK = "network"
 RESULTS_VERSION = "3"
 
@@ -133,8 +145,9 @@ class RadiogenomicInputs:
         genes: (G,) gene symbols (HE2RNA's non-zero-median filter over the pool, as chapter 7).
         x, x_ae: (n, G) and (n_ae, G) float32 log2 expression (unscaled).
         labels: samples × traits int (0/1), computed from the MRI.
-        clinical: samples × (os_days, os_event, age_years).
+        clinical: samples × (os_days, os_event, age_years); no columns with your own data.
         digest: 12 hex digits identifying the inputs.
+        reading: with your own files, what the reader decided (table, step, decision); else None.
     """
 
     samples: list[str]
@@ -145,6 +158,7 @@ class RadiogenomicInputs:
     labels: pd.DataFrame
     clinical: pd.DataFrame
     digest: str
+    reading: pd.DataFrame | None = None
 
 
 def split_pool(samples: Sequence[str], n_radiogenomic: int, seed: int) -> tuple[list[str], list[str]]:
@@ -188,10 +202,141 @@ def prepare_inputs(run: str | Path | RunDir, cohort: Any, settings: Radiogenomic
     labels = clinical.loc[samples, columns].astype(int)
     labels.columns = list(settings.traits)
     survival = clinical.loc[samples, [c for c in ("os_days", "os_event", "age_years") if c in clinical.columns]]
+    return _inputs(samples, ae_samples, genes, x, x_ae, labels, survival)
+
+
+def _inputs(samples: list[str], ae_samples: list[str], genes: list[str], x: np.ndarray, x_ae: np.ndarray,
+            labels: pd.DataFrame, clinical: pd.DataFrame, reading: pd.DataFrame | None = None) -> RadiogenomicInputs:
+    """The inputs with their digest (samples, genes, labels and both matrices)."""
     key = json.dumps({"samples": samples, "ae": ae_samples, "genes": genes,
                       "labels": labels.to_numpy().tolist()}, sort_keys=True)
     digest = hashlib.sha256(key.encode() + x.tobytes() + x_ae.tobytes()).hexdigest()[:12]
-    return RadiogenomicInputs(samples, ae_samples, genes, x, x_ae, labels, survival, digest)
+    return RadiogenomicInputs(samples, ae_samples, genes, x, x_ae, labels, clinical, digest, reading)
+
+
+# ------------------------------------------------------------------------------------------------ your own data
+@dataclass(frozen=True)
+class OwnData:
+    """Chapter 8's bring-your-own parameters (the notebook's names; None: the cohort of chapters 1–2).
+
+    Attributes:
+        traits_path: patients × binary traits (:func:`~gbhet_lib.data.user_tables.read_trait_table`; a column per
+            trait of ``traits``, named as the trait or ``trait_<name>``); ``traits_id_column``: its id column.
+        expression_path: your expression, read and normalised as chapter 2 does (``expression_values``,
+            ``orientation``, ``expression_columns``, ``sample_column``, ``aggregate_samples``); None: chapter 2's.
+        gene_sets_path: a GMT of the masking and enrichment sets; None: MSigDB Hallmark.
+    """
+
+    traits_path: str | None = None
+    expression_path: str | None = None
+    expression_values: str = "counts"
+    orientation: str = "auto"
+    expression_columns: str | None = None
+    sample_column: str | None = None
+    aggregate_samples: str = "mean"
+    traits_id_column: str | None = None
+    gene_sets_path: str | None = None
+
+    def __post_init__(self) -> None:
+        from ..config import ConfigError
+
+        if self.expression_path is not None and self.traits_path is None:
+            raise ConfigError(f"chapter 8: expression_path={self.expression_path!r} is set but traits_path is not; "
+                              "set `traits_path=` in chapter 8's parameters to your traits table (patients × 0/1 "
+                              "traits), or leave expression_path out to model the cohort's traits")
+
+    @property
+    def given(self) -> bool:
+        """Whether your own traits are modelled (else the cohort's, computed from its MRI)."""
+        return self.traits_path is not None
+
+
+def load_inputs(run: str | Path | RunDir, config: Any, cohort: Any, settings: RadiogenomicSettings,
+                own: OwnData = OwnData(), seed: int = 0) -> RadiogenomicInputs:
+    """The chapter's inputs: the cohort's (:func:`prepare_inputs`) or, with ``own.traits_path``, yours
+    (:func:`own_inputs`)."""
+    if own.given:
+        return own_inputs(run, config, settings, own)
+    return prepare_inputs(run, cohort, settings, seed)
+
+
+def own_inputs(run: str | Path | RunDir, config: Any, settings: RadiogenomicSettings,
+               own: OwnData) -> RadiogenomicInputs:
+    """Your traits on your expression (or chapter 2's): the samples with every trait of ``settings.traits``
+    are the radiogenomic cohort, those without any trait the autoencoder cohort; genes with a non-zero median
+    count (counts) or every gene (normalised values). ``reading`` holds what the reader decided."""
+    from ..data.user_tables import read_trait_table, report_table
+
+    values, counts, expression_report = _own_expression(run, config, own)
+    traits = read_trait_table(own.traits_path, list(values.index), list(settings.traits),
+                              traits_id_column=own.traits_id_column, chapter=CHAPTER_NAME)
+    samples = sorted(traits.index[traits.notna().all(axis=1).to_numpy()])
+    ae_samples = sorted(set(values.index) - set(traits.dropna(how="all").index))
+    _check_own_cohorts(samples, ae_samples, traits, settings, own.traits_path)
+    modelled = values.loc[samples + ae_samples]
+    genes = list(modelled.columns[(modelled.median() > 0).to_numpy()]) if counts else list(modelled.columns)
+    labels = traits.loc[samples].astype(int)
+    x = values.loc[samples, genes].to_numpy(dtype=np.float32)
+    x_ae = values.loc[ae_samples, genes].to_numpy(dtype=np.float32)
+    reading = report_table(expression_report, traits.attrs["report"]).set_index(["table", "step"])
+    return _inputs(samples, ae_samples, genes, x, x_ae, labels, pd.DataFrame(index=samples), reading)
+
+
+def _own_expression(run: str | Path | RunDir, config: Any, own: OwnData) -> tuple[pd.DataFrame, bool, Any]:
+    """(samples × genes log2 expression, whether it came from counts, the reader's report or None)."""
+    from ..rna.stage import load_expression, read_expression
+
+    if own.expression_path is None:
+        adata = read_expression(run)
+        values = pd.DataFrame(np.asarray(adata.X, dtype=np.float64), index=adata.obs_names, columns=adata.var_names)
+        return values, bool(np.isfinite(adata.obs["size_factor"]).any()), None
+    rna, _, _ = load_expression(RunDir.of(run), config, own.expression_path, own.expression_values,
+                                orientation=own.orientation, expression_columns=own.expression_columns,
+                                sample_column=own.sample_column, aggregate_samples=own.aggregate_samples,
+                                chapter=CHAPTER_NAME)
+    return rna.values, own.expression_values == "counts", rna.reading
+
+
+def _check_own_cohorts(samples: list[str], ae_samples: list[str], traits: pd.DataFrame,
+                       settings: RadiogenomicSettings, path: str | Path) -> None:
+    """Enough samples without traits for the autoencoder, and of each class of each trait for the folds."""
+    from ..data.user_tables import UserTableError
+
+    if len(ae_samples) < MIN_AUTOENCODER_SAMPLES:
+        raise UserTableError(
+            f"{path}: {len(ae_samples)} of the expression's samples have no traits; the autoencoder is pre-trained "
+            f"on samples without traits (the paper's patients without VASARI reads) and needs at least "
+            f"{MIN_AUTOENCODER_SAMPLES}. Fix: add expression samples without trait reads to `expression_path`, or "
+            "leave some samples' traits empty in the file.")
+    for trait in settings.traits:
+        classes = traits.loc[samples, trait].value_counts()
+        if len(classes) < 2 or classes.min() < settings.n_folds:
+            told = ", ".join(f"{int(k)}: {n}" for k, n in classes.items())
+            raise UserTableError(
+                f"{path}: trait {trait!r} has too few samples of a class among the {len(samples)} with every trait "
+                f"(class: samples {told or 'none'}); stratified folds need at least trait_folds={settings.n_folds} "
+                "of each class. Fix: set "
+                f"`trait_folds=` lower or drop {trait!r} from `traits=` in chapter 8's parameters.")
+
+
+def masking_sets(cohort: Any, genes: Sequence[str], config: Any = None,
+                 gene_sets_path: str | Path | None = None) -> dict[str, list[str]]:
+    """The masking and enrichment sets: the planted programs' modules (:func:`program_sets`) or, without a
+    cohort (your own traits), MSigDB Hallmark or your GMT restricted to ``genes`` (sets with at least
+    ``MIN_SET_GENES`` of them), each with the two random control sets."""
+    if cohort is not None:
+        return program_sets(cohort, genes)
+    from ..rna.stage import gene_sets_for
+
+    present = set(genes)
+    sets = {name: [g for g in members if g in present]
+            for name, members in gene_sets_for(None, gene_sets_path, config).items()}
+    return program_sets(None, genes, modules={k: v for k, v in sets.items() if len(v) >= MIN_SET_GENES})
+
+
+def cohort_name(cohort: Any, profile: str) -> str:
+    """How the published comparison names the data: the cohort's pool, or your data."""
+    return "your expression and traits" if cohort is None else f"{cohort.kind} pool ({profile})"
 
 
 def trait_prevalence(inputs: RadiogenomicInputs) -> pd.DataFrame:
@@ -312,12 +457,15 @@ def auc_table(results: Mapping[str, Mapping[str, Any]], inputs: RadiogenomicInpu
 
 
 # ------------------------------------------------------------------------------------------------ interpretation
-def program_sets(cohort: Any, genes: Sequence[str], seed: int = 504) -> dict[str, list[str]]:
-    """The masking and enrichment sets: each planted program's module (demo truth) and two random sets of 100
-    and 200 genes outside every module (the paper's controls; smaller when fewer genes are left)."""
+def program_sets(cohort: Any, genes: Sequence[str], seed: int = 504,
+                 modules: Mapping[str, Sequence[str]] | None = None) -> dict[str, list[str]]:
+    """The masking and enrichment sets: each planted program's module (demo truth), or ``modules`` when given,
+    and two random sets of 100 and 200 genes outside every module (the paper's controls; smaller when fewer genes
+    are left)."""
     from ..interpret.radiogenomics import random_gene_sets
 
-    modules = {p: [g for g in m if g in set(genes)] for p, m in cohort.truth.modules.items()}
+    source = cohort.truth.modules if modules is None else modules
+    modules = {p: [g for g in m if g in set(genes)] for p, m in source.items()}
     in_modules = {g for m in modules.values() for g in m}
     left = sum(g not in in_modules for g in dict.fromkeys(genes))
     sizes = sorted({min(size, left) for size in (100, 200)} - {0})
@@ -325,7 +473,10 @@ def program_sets(cohort: Any, genes: Sequence[str], seed: int = 504) -> dict[str
 
 
 def driving_program(cohort: Any, trait: str) -> str | None:
-    """The program that drives ``trait`` in the demo's truth (None: a negative control, e.g. ``focal``)."""
+    """The program that drives ``trait`` in the demo's truth (None: a negative control, e.g. ``focal``, or no
+    truth at all: ``cohort`` None, your own traits)."""
+    if cohort is None:
+        return None
     info = cohort.truth.imaging_traits.get(trait, {})
     program = info.get("program")
     return None if not program else str(program).split()[0]
@@ -370,7 +521,8 @@ def interpretation_table(interpreted: Mapping[str, Mapping[str, Any]], cohort: A
         masking = r["masking"].reset_index(drop=True)
         ranked = list(masking["set"])
         enriched_share = r["enriched"].mean().sort_values(ascending=False)
-        row = {"trait": trait, "driving_program": program or "none (negative control)",
+        control = "none (negative control)" if cohort is not None else "unknown (your traits: no planted truth)"
+        row = {"trait": trait, "driving_program": program or control,
                "masking_top_set": ranked[0], "masking_top_auc": float(masking["auc"].iloc[0]),
                "driving_rank": ranked.index(program) + 1 if program in ranked else None,
                "saliency_top_sets": list(enriched_share.index[:3]),
@@ -477,11 +629,17 @@ def auc_figure(aucs: pd.DataFrame) -> Any:
     return fig
 
 
-def masking_figure(interpreted: Mapping[str, Mapping[str, Any]]) -> Any:
-    """Heat map of gene-set masking AUC: traits (rows) × sets (columns), the model fed one set's genes only."""
+def masking_figure(interpreted: Mapping[str, Mapping[str, Any]], max_sets: int = 20) -> Any:
+    """Heat map of gene-set masking AUC: traits (rows) × sets (columns), the model fed one set's genes only; of
+    many sets (Hallmark on your data), the ``max_sets`` with the highest AUC on any trait, the random controls
+    always."""
     from matplotlib.figure import Figure
 
     table = pd.DataFrame({t: r["masking"].set_index("set")["auc"] for t, r in interpreted.items()}).T
+    if table.shape[1] > max_sets:
+        controls = [c for c in table.columns if str(c).startswith("random_")]
+        best = table.drop(columns=controls).max().nlargest(max_sets - len(controls)).index
+        table = table[[c for c in table.columns if c in set(best) or c in controls]]
     fig = Figure(figsize=(1.1 * table.shape[1] + 2, 0.5 * table.shape[0] + 1.5), layout="constrained")
     ax = fig.subplots()
     image = ax.imshow(table.to_numpy(float), cmap="RdBu_r", vmin=0.2, vmax=0.8, aspect="auto")
@@ -510,7 +668,7 @@ def radiogenomic_claims(aucs: pd.DataFrame, interpretation: pd.DataFrame, interp
         program = driving_program(cohort, trait)
         told = f"AUC {net['auc']:.2f} [{net['auc_low']:.2f}, {net['auc_high']:.2f}] over patients; chance 0.5"
         above = net["auc_low"] > 0.5
-        if program:
+        if program or cohort is None:  # a driven trait, or yours (no truth says it is a control)
             claims.append(check(f"radiogenomics.{trait}.network_above_chance", f"The network predicts {trait} from "
                                 f"expression ({told})", net["auc"], interval=(net["auc_low"], net["auc_high"]),
                                 interval_at_least=0.5, null=0.5, null_name="chance") if above else
@@ -638,9 +796,12 @@ PUBLISHED_AUC: dict[str, dict[str, float]] = {
 }
 
 
-def published_table(aucs: pd.DataFrame, cohort_name: str) -> pd.DataFrame:
+def published_table(aucs: pd.DataFrame, cohort_name: str, own_data: bool = False) -> pd.DataFrame:
     """Per trait: the paper's network and best comparator AUC and margin beside ours (honest network, the network
-    under the paper's selection, best comparator), and why they are not comparable."""
+    under the paper's selection, best comparator), and why they are not comparable (``own_data``: your traits
+    and expression, not the synthetic ones)."""
+    ours_are = ("other patients, genes and trait reads" if own_data else "synthetic traits computed from rendered "
+                "MRI, 2,500 genes of RNA-seq counts")
     rows = []
     for trait in dict.fromkeys(aucs.index.get_level_values("trait")):
         ours = aucs.loc[trait]
@@ -654,8 +815,7 @@ def published_table(aucs: pd.DataFrame, cohort_name: str) -> pd.DataFrame:
                      "our network, paper's selection": round(float(ours.loc[NETWORK, "auc_paper_selection"]), 3),
                      "our best comparator": f"{best} {others.loc[best, 'auc']:.3f}" if best else None,
                      "our margin": round(float(ours.loc[NETWORK, "auc"] - others["auc"].max()), 3) if best else None,
-                     "why not comparable": f"{cohort_name}: synthetic traits computed from rendered MRI, "
-                                           "2,500 genes of RNA-seq counts (paper: ~160 TCGA patients, 12,042 "
+                     "why not comparable": f"{cohort_name}: {ours_are} (paper: ~160 TCGA patients, 12,042 "
                                            "microarray genes, a neuroradiologist's VASARI reads)"})
     return pd.DataFrame(rows).set_index("trait")
 
@@ -667,8 +827,9 @@ def verdict(aucs: pd.DataFrame, interpretation: pd.DataFrame, cohort: Any) -> st
         net = aucs.loc[(trait, NETWORK)]
         others = aucs.loc[trait].drop(index=NETWORK)
         program = driving_program(cohort, trait)
-        line = (f"**{trait}** ({'driven by ' + program if program else 'no driving program: a negative control'}): "
-                f"network AUC {net['auc']:.2f} [{net['auc_low']:.2f}, {net['auc_high']:.2f}]")
+        driver = ("your trait" if cohort is None else
+                  "driven by " + program if program else "no driving program: a negative control")
+        line = f"**{trait}** ({driver}): network AUC {net['auc']:.2f} [{net['auc_low']:.2f}, {net['auc_high']:.2f}]"
         if len(others):
             best = str(others["auc"].idxmax())
             row = others.loc[best]

@@ -193,12 +193,13 @@ def standardise_genes(values: pd.DataFrame, fit_on: pd.Index) -> pd.DataFrame:
 def load_expression(run: RunDir, config: Any, expression_path: str | Path | None = None,
                     expression_values: str = "counts", *, orientation: str = "auto",
                     expression_columns: str | None = None, sample_column: str | None = None,
-                    aggregate_samples: str = "mean") -> tuple[RnaExpression, Cohort | None, pd.DataFrame]:
+                    aggregate_samples: str = "mean",
+                    chapter: str = CHAPTER_NAME) -> tuple[RnaExpression, Cohort | None, pd.DataFrame]:
     """The chapter's expression: chapter 1's cohort (``expression_path`` None) or your own table, on gene symbols.
 
     Your table is read by :func:`~gbhet_lib.data.user_tables.read_expression_table` with the chapter's
     parameters (``expression_values`` ``counts`` or ``normalised``, ``orientation``, ``expression_columns``,
-    ``sample_column``, ``aggregate_samples``); its errors name those parameters. ``config`` (a
+    ``sample_column``, ``aggregate_samples``); its errors name those parameters of ``chapter``. ``config`` (a
     :class:`~gbhet_lib.config.StudyConfig`) gives the data mirror and cache for the gene annotation.
 
     Returns the expression, the cohort (None for your own files) and the gene annotation (symbol, chromosome…).
@@ -215,7 +216,7 @@ def load_expression(run: RunDir, config: Any, expression_path: str | Path | None
     annotation = read_pirlygenes_reference(fetch("pirlygenes_gene_reference", config.data_mirror, config.cache_dir))
     table = read_expression_table(expression_path, orientation, expression_values, annotation,
                                   expression_columns=expression_columns, sample_column=sample_column,
-                                  aggregate_samples=aggregate_samples, chapter=CHAPTER_NAME)
+                                  aggregate_samples=aggregate_samples, chapter=chapter)
     return own_expression(table, annotation, counts=expression_values == "counts"), None, annotation
 
 
