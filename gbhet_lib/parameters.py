@@ -51,6 +51,9 @@ ALLOWED: dict[str, tuple[Any, ...]] = {
     "weighting": ("lineage", "patch"),  # 06
     "models": ("he2rna_wsi", "farooq_mri", "ridge_wsi", "ridge_mri"),  # 07
     "traits": ("enhancing", "ncet", "necrosis", "focal", "infiltrative", "edema"),  # 08
+    "orientation": ("auto", "genes_x_samples", "samples_x_genes"),  # 02, 08 (your own tables)
+    "aggregate_samples": ("mean", "sum", "first"),  # 02, 08
+    "survival_time_unit": ("days", "months", "years"),  # 02
     "comparators": ("logit_l1", "logit_l2", "rf", "gb", "svm"),  # 08
     "grid": ("demo", "paper"),  # 08
     "real_data": ("auto", True, False),  # 08

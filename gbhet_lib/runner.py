@@ -130,7 +130,8 @@ class StageFailed(GbhetError, RuntimeError):
             return (f"{head}: the kernel died while running it (killed for memory, or a crash in native code); "
                     f"check the machine's free memory or lower the chapter's sizes. {saved}")
         error = f"{self.ename}: {self.evalue}" if self.evalue else self.ename
-        return f"{head}: {error}. {saved}"
+        stop = "" if error.rstrip().endswith((".", "!", "?")) else "."  # a message that ends its own sentence
+        return f"{head}: {error.rstrip()}{stop} {saved}"
 
 
 def discover_stages(notebook_dir: Path) -> list[Stage]:

@@ -194,3 +194,11 @@ def test_the_radiogenomic_epoch_loop_stops_on_a_nan_loss() -> None:
                                                  r"\(as the history counts it\), step 1 of it"):
         _train_epoch(model, optimizer, 6, 2, torch.Generator().manual_seed(0), batch_loss, 5, "trait network")
     assert torch.isfinite(model.weight).all() and not torch.equal(model.weight, before)  # step 0 applied, 1 not
+
+
+def test_a_stage_error_ending_its_own_sentence_gets_no_second_period(tmp_path: Path) -> None:
+    failed = StageFailed("02_rna_encoding", tmp_path / "02.ipynb", 3, 4, "UserTableError",
+                         "x.csv: set `expression_columns=` in chapter 2's parameters.", tmp_path / "02.failed.ipynb")
+    assert "parameters. The executed notebook" in str(failed) and ".." not in str(failed)
+    plain = StageFailed("02_rna_encoding", tmp_path / "02.ipynb", 3, 4, "KeyError", "'TP53'", tmp_path / "f.ipynb")
+    assert "KeyError: 'TP53'. The executed notebook" in str(plain)

@@ -105,6 +105,7 @@ def test_every_allowed_table_entry_is_a_chapter_parameter(chapters: dict[str, di
 
 
 def test_allowed_values_are_the_library_s_own() -> None:
+    from gbhet_lib.data.user_tables import AGGREGATIONS, ORIENTATIONS, TIME_UNITS
     from gbhet_lib.evaluate.splits import SPLIT_POLICIES
     from gbhet_lib.evaluate.stage import BASELINES, PROTOCOLS
     from gbhet_lib.expression_from_images.stage import MODELS
@@ -116,6 +117,8 @@ def test_allowed_values_are_the_library_s_own() -> None:
     assert ALLOWED["split_policy"] == ALLOWED["split_policies"] == SPLIT_POLICIES == WSI_SPLIT_POLICIES
     assert ALLOWED["protocols"] == PROTOCOLS and ALLOWED["baselines"] == BASELINES
     assert ALLOWED["models"] == tuple(MODELS) and ALLOWED["traits"] == TRAITS
+    assert ALLOWED["orientation"] == ORIENTATIONS and ALLOWED["aggregate_samples"] == AGGREGATIONS
+    assert ALLOWED["survival_time_unit"] == tuple(TIME_UNITS)
     assert ALLOWED["comparators"] == COMPARATORS
     assert ALLOWED["cv_variant"] == ALLOWED["null_variant"] == VARIANT_NAMES
     assert ALLOWED["fixes_variant"] == (*VARIANT_NAMES, None)
