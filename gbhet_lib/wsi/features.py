@@ -22,7 +22,7 @@ import argparse
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Iterator, Literal, Mapping, Sequence
 
 import h5py
 import numpy as np
@@ -42,6 +42,11 @@ def _read(patches: Any, start: int, stop: int) -> Tensor:
     return torch.stack([torch.as_tensor(item[0] if isinstance(item, tuple) else item) for item in items])
 
 
+#: what :func:`extract_features` returns of each patch: the projection head's output or the backbone's CLS token
+READOUTS = ("projection", "cls")
+Readout = Literal["projection", "cls"]
+
+
 def iter_batches(patches: Any, batch_size: int) -> Iterator[Tensor]:
     """uint8 (B, H, W, 3) batches in order; the next one is read in a thread while the current one is encoded."""
     n = len(patches)
@@ -58,15 +63,21 @@ def iter_batches(patches: Any, batch_size: int) -> Iterator[Tensor]:
 
 @torch.no_grad()
 def extract_features(encoder: PatchEncoder, patches: Any, batch_size: int = 256, device: str | torch.device = "cpu",
-                     amp_bf16: bool = False) -> np.ndarray:
-    """L2-normalised features (N, proj_dim) float32 of ``patches``, in order, in evaluation mode.
+                     amp_bf16: bool = False, readout: Readout = "projection") -> np.ndarray:
+    """Features of ``patches`` (float32, in order, in evaluation mode).
 
     Args:
         encoder: moved to ``device``; its training mode is restored afterwards.
         patches: uint8 (N, H, W, 3) as a numpy array or h5py dataset, or a Dataset of images (H, W, 3) uint8 or
             (image, label) pairs.
         amp_bf16: bf16 autocast for the encoder (the features are returned as float32).
+        readout: ``projection`` — the projection head's L2-normalised output (N, proj_dim), the space the triplet
+            loss trains; ``cls`` — the backbone's CLS token (N, embed_dim), before the head: what the fusion model
+            reads (its ITC projection and co-attention take the encoder's tokens), and the representation SimCLR
+            (Chen et al. 2020, §4.2) found to keep what the head's objective throws away.
     """
+    if readout not in READOUTS:
+        raise ValueError(f"readout={readout!r} must be one of {READOUTS}")
     device = resolve_device(device)
     was_training = encoder.training
     encoder.to(device).eval()
@@ -74,10 +85,12 @@ def extract_features(encoder: PatchEncoder, patches: Any, batch_size: int = 256,
     for batch in iter_batches(patches, batch_size):
         pixels = encoder.preprocess(batch.to(device, non_blocking=True))
         with bf16_autocast(amp_bf16, device):
-            _, features = encoder(pixels)
-        parts.append(features.float().cpu().numpy())
+            tokens, features = encoder(pixels)
+        chosen = features if readout == "projection" else tokens[:, 0]
+        parts.append(chosen.float().cpu().numpy())
     encoder.train(was_training)
-    return np.concatenate(parts) if parts else np.zeros((0, encoder.proj_dim), dtype=np.float32)
+    width = encoder.proj_dim if readout == "projection" else encoder.vit.embed_dim
+    return np.concatenate(parts) if parts else np.zeros((0, width), dtype=np.float32)
 
 
 def write_features_h5(path: str | Path, features: np.ndarray, coords: np.ndarray,

@@ -276,25 +276,36 @@ def train_encoder(run: RunDir, patches: CohortPatches, train_rows: np.ndarray, v
 
 
 # ------------------------------------------------------------------------------------------------ features
-def write_features(run: RunDir, record: WsiEncoderRecord, patches: CohortPatches,
-                   device: str = "cpu") -> dict[str, np.ndarray]:
-    """Encode every patch with the trained encoder and write ``features/<slide>.h5`` (features + coords); also
-    encode them with the SimCLR pre-trained encoder the training started from (when there was one) and with a
-    randomly initialised encoder of the same kind (the baseline).
+def encode_patches(run: RunDir, record: WsiEncoderRecord, patches: CohortPatches, device: str = "cpu",
+                   readout: str = "projection") -> dict[str, np.ndarray]:
+    """Every patch encoded by the trained encoder, the SimCLR pre-trained encoder the training started from (when
+    there was one) and a randomly initialised encoder of the same kind (the baseline), read out as ``readout``
+    (:func:`gbhet_lib.wsi.features.extract_features`: the projection head's output or the backbone's CLS token).
 
-    Returns ``{"trained encoder", "pre-trained encoder" (with pre-training), "random encoder"}`` → N×D features in
-    the order of ``patches``.
+    Returns ``{"trained encoder", "pre-trained encoder" (with pre-training), "random encoder"}`` → (N, D) float32
+    features in the order of ``patches``.
     """
     from .encoder import load_encoder
-    from .features import extract_features, write_features_h5
-    from .tiling import read_coords
+    from .features import extract_features
 
     dataset = patches.dataset()
-    encode = lambda encoder: extract_features(encoder, dataset, batch_size=128, device=device)  # noqa: E731
+    encode = lambda encoder: extract_features(encoder, dataset, batch_size=128, device=device,  # noqa: E731
+                                              readout=readout)
     encodings = {"trained encoder": encode(load_encoder(run.root / record.checkpoint))}
     if record.pretrain is not None:
         encodings["pre-trained encoder"] = encode(load_encoder(run.root / record.pretrain["checkpoint"]))
     encodings["random encoder"] = encode(encoder_factory(record.encoder)())
+    return encodings
+
+
+def write_features(run: RunDir, record: WsiEncoderRecord, patches: CohortPatches,
+                   device: str = "cpu") -> dict[str, np.ndarray]:
+    """Write the trained encoder's projection-head features of every patch to ``features/<slide>.h5`` (features +
+    coords) and return :func:`encode_patches`'s projection-head encodings."""
+    from .features import write_features_h5
+    from .tiling import read_coords
+
+    encodings = encode_patches(run, record, patches, device)
     trained = encodings["trained encoder"]
     for k, store in enumerate(patches.index.stores):
         rows = patches.index.store_of == k
@@ -302,6 +313,30 @@ def write_features(run: RunDir, record: WsiEncoderRecord, patches: CohortPatches
         coords, attrs = read_coords(run.coords_file(slide))
         write_features_h5(run.features_file(slide), trained[rows], coords, attrs)
     return encodings
+
+
+#: what the program probes read of each patch: the backbone's CLS token (see :func:`probe_encodings`)
+PROBE_READOUT = "cls"
+
+
+def probe_encodings(run: RunDir, record: WsiEncoderRecord, patches: CohortPatches,
+                    projections: Mapping[str, np.ndarray], device: str = "cpu") -> dict[str, np.ndarray]:
+    """The encodings the program probes compare: the three encoders' backbone CLS tokens (:data:`PROBE_READOUT`;
+    what chapter 4's fusion model reads, and what SimCLR found to keep what the projection head's objective
+    discards), the trained encoder's projection-head output as ``projection head`` (the triplet loss's own space),
+    and ``hand-crafted`` from ``projections`` when present (:func:`handcrafted_encoding`).
+
+    Args:
+        projections: :func:`write_features`'s projection-head encodings (``trained encoder`` is required).
+
+    Returns:
+        name → (N, D) float32 features in the order of ``patches``.
+    """
+    readouts = encode_patches(run, record, patches, device, readout=PROBE_READOUT)
+    readouts["projection head"] = projections["trained encoder"]
+    if "hand-crafted" in projections:
+        readouts["hand-crafted"] = projections["hand-crafted"]
+    return readouts
 
 
 def lineage_knn(encodings: Mapping[str, np.ndarray], patches: CohortPatches,
