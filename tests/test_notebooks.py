@@ -53,6 +53,7 @@ def test_all_notebooks_execute_on_the_demo_profile(tmp_path: Path) -> None:
     wsi = json.loads((config.run_dir / "metrics" / "wsi.json").read_text())
     assert wsi["n_slides"] == data["slides"] == 2 * data["lineages"] and wsi["n_patches"] > 0
     assert 0 < wsi["lineage_chance"] < 1 and set(wsi["probe_r2_slide"]) == set(PROGRAM_NAMES)
+    assert wsi["probe_readout"] == "cls" and set(wsi["probe_r2_slide_projection_head"]) == set(PROGRAM_NAMES)
     for metrics in (data, rna, wsi):
         assert metrics["claims"] and all(isinstance(c["holds"], bool) for c in metrics["claims"])
     from gbhet_lib.rna.stage import RnaEncoderRecord, read_embedding

@@ -113,6 +113,19 @@ def test_features_match_the_forward_pass_in_any_batching(tiny: PatchEncoder) -> 
     assert extract_features(tiny, patches[:0]).shape == (0, 16)
 
 
+def test_cls_readout_is_the_backbone_token_before_the_head(tiny: PatchEncoder) -> None:
+    patches = _patches(6)
+    cls = extract_features(tiny, patches, batch_size=4, readout="cls")
+    assert cls.shape == (6, tiny.vit.embed_dim) and cls.dtype == np.float32
+    with torch.no_grad():
+        tokens, head = tiny(tiny.preprocess(torch.from_numpy(patches)))
+    np.testing.assert_allclose(cls, tokens[:, 0].numpy(), atol=1e-5)
+    assert not np.allclose(np.linalg.norm(cls, axis=1), 1.0)  # not the head's unit-norm output
+    assert extract_features(tiny, patches[:0], readout="cls").shape == (0, tiny.vit.embed_dim)
+    with pytest.raises(ValueError, match="readout='tokens' must be one of"):
+        extract_features(tiny, patches, readout="tokens")
+
+
 def test_features_h5_round_trip_and_errors(tmp_path: Path) -> None:
     features, coords = np.random.default_rng(0).random((5, 3)), np.arange(10).reshape(5, 2)
     path = write_features_h5(tmp_path / "a" / "s.h5", features, coords, {"mpp": 1.0, "slide": "s"})
