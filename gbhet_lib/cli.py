@@ -183,9 +183,15 @@ def _parser() -> argparse.ArgumentParser:
     fusion.add_argument("--no-progress", action="store_true")
     fusion.set_defaults(handler=_cmd_train_fusion)
 
-    book = sub.add_parser("book", help="render the Jupyter Book from a run's executed notebooks")
-    book.add_argument("--run-dir", type=Path, default=Path("runs/demo"))
-    book.add_argument("--book-root", type=Path, default=Path("."))
+    book = sub.add_parser("book", help="render the Jupyter Book from a run's executed notebooks",
+                          description="Copy the executed chapters of any finished run into book/chapters/ and "
+                                      "render the book (offline; every Sphinx warning is an error).")
+    book.add_argument("--run-dir", type=Path, default=Path("runs/demo"),
+                      help="the run whose executed notebooks to render (default: runs/demo)")
+    book.add_argument("--book-root", type=Path, default=Path("."),
+                      help="the folder with _config.yml and _toc.yml (default: .)")
+    book.add_argument("--out", type=Path, default=None,
+                      help="build folder: the HTML goes to OUT/html (default: BOOK_ROOT/_build)")
     book.set_defaults(handler=_cmd_book)
     return parser
 
@@ -429,7 +435,7 @@ def _check_fusion_config(variant: str, overrides: dict[str, Any], device: str) -
 def _cmd_book(args: argparse.Namespace) -> int:
     from .book import build_book
 
-    index = build_book(args.run_dir, book_root=args.book_root)
+    index = build_book(args.run_dir, book_root=args.book_root, out=args.out)
     print(f"gbhet book: {index}", file=sys.stderr)
     return 0
 
