@@ -1,17 +1,53 @@
-"""Figures shared by the chapters. Each function draws on a given Axes (or makes one) and returns it."""
+"""Figures shared by the chapters. Each function draws on a given Axes (or makes one) and returns it.
+
+Colours are colour-blind safe: categories take the Okabe–Ito palette (:data:`CATEGORICAL`), signed values a
+diverging red–blue map (``RdBu_r``), counts and magnitudes a sequential map (viridis, or a single hue).
+Importing this module makes the Okabe–Ito palette matplotlib's default colour cycle (:func:`apply_style`), so the
+chapters' figures drawn elsewhere in the library with default colours are colour-blind safe too.
+"""
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Mapping, Sequence
 
+import matplotlib as mpl
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
+from cycler import cycler
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from .io import atomic_path
+
+#: Okabe & Ito (2008), "Color universal design": eight colours told apart under the common colour-vision
+#: deficiencies (protanopia, deuteranopia, tritanopia)
+OKABE_ITO: dict[str, str] = {"black": "#000000", "orange": "#E69F00", "sky blue": "#56B4E9",
+                             "bluish green": "#009E73", "yellow": "#F0E442", "blue": "#0072B2",
+                             "vermillion": "#D55E00", "reddish purple": "#CC79A7"}
+#: the categorical colour order (yellow and black, hard to read on white or among dark lines, come last)
+CATEGORICAL: list[str] = [OKABE_ITO[name] for name in ("blue", "orange", "bluish green", "vermillion",
+                                                       "reddish purple", "sky blue", "yellow", "black")]
+#: the grey of "everything else" (not highlighted; baselines)
+GREY = "0.6"
+#: colour maps: signed values around 0, and sequential magnitudes
+DIVERGING_CMAP, SEQUENTIAL_CMAP = "RdBu_r", "viridis"
+
+
+def categorical_colours(n: int) -> list[str]:
+    """``n`` colours from :data:`CATEGORICAL`, repeated in order when ``n`` is larger than 8."""
+    return [CATEGORICAL[i % len(CATEGORICAL)] for i in range(n)]
+
+
+def apply_style() -> None:
+    """Make the Okabe–Ito palette matplotlib's (and so seaborn's and pandas') default colour cycle, and viridis
+    the default colour map. Called when this module is imported."""
+    mpl.rcParams["axes.prop_cycle"] = cycler(color=CATEGORICAL)
+    mpl.rcParams["image.cmap"] = SEQUENTIAL_CMAP
+
+
+apply_style()
 
 
 def save_figure(fig: Figure, path: str | Path, dpi: int = 150) -> None:
@@ -39,7 +75,7 @@ def program_activity_heatmap(activity: pd.DataFrame, row_groups: pd.Series, visi
     data = activity.loc[order]
     data.columns = [f"{p}*" if p in visible else p for p in data.columns]
     ax = ax or plt.subplots(figsize=(5.5, 0.22 * len(data) + 1.2))[1]
-    sns.heatmap(data, cmap="RdBu_r", center=0, vmin=-3, vmax=3, ax=ax,
+    sns.heatmap(data, cmap=DIVERGING_CMAP, center=0, vmin=-3, vmax=3, ax=ax,
                 cbar_kws={"label": "program activity (z)"}, yticklabels=True)
     boundaries = np.flatnonzero(row_groups.loc[order].to_numpy()[1:] != row_groups.loc[order].to_numpy()[:-1]) + 1
     for b in boundaries:
@@ -52,21 +88,21 @@ def program_activity_heatmap(activity: pd.DataFrame, row_groups: pd.Series, visi
 def correlation_heatmap(table: pd.DataFrame, ax: Axes | None = None) -> Axes:
     """Annotated heat map of a square correlation table (e.g. module × module mean correlation)."""
     ax = ax or plt.subplots(figsize=(5, 4))[1]
-    sns.heatmap(table, annot=True, fmt=".2f", cmap="RdBu_r", center=0, vmin=-1, vmax=1, ax=ax,
+    sns.heatmap(table, annot=True, fmt=".2f", cmap=DIVERGING_CMAP, center=0, vmin=-1, vmax=1, ax=ax,
                 cbar_kws={"label": "mean Pearson r"})
     return ax
 
 
 def thumbnails_with_tissue(thumbnails: Sequence[tuple[str, np.ndarray, np.ndarray]], ncols: int = 4,
                            width: float = 3.0) -> Figure:
-    """Grid of slide thumbnails, each ``(title, rgb, tissue_mask)``, the tissue outline drawn in green."""
+    """Grid of slide thumbnails, each ``(title, rgb, tissue_mask)``, the tissue outline drawn in bluish green."""
     nrows = int(np.ceil(len(thumbnails) / ncols))
     fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, width * 0.8 * nrows), squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
     for ax, (title, rgb, mask) in zip(axes.ravel(), thumbnails):
         ax.imshow(rgb)
-        ax.contour(mask.astype(float), levels=[0.5], colors="limegreen", linewidths=1.0)
+        ax.contour(mask.astype(float), levels=[0.5], colors=OKABE_ITO["bluish green"], linewidths=1.0)
         ax.set_title(title, fontsize=9)
     fig.tight_layout()
     return fig
@@ -74,9 +110,9 @@ def thumbnails_with_tissue(thumbnails: Sequence[tuple[str, np.ndarray, np.ndarra
 
 def community_sizes(summary: pd.DataFrame, highlight: Sequence[str], ax: Axes | None = None) -> Axes:
     """Bar chart of community sizes (from :func:`gbhet_lib.data.summary.community_summary`), the
-    ``highlight`` communities (e.g. planted program modules) in colour, the rest grey."""
+    ``highlight`` communities (e.g. planted program modules) in vermillion, the rest grey."""
     ax = ax or plt.subplots(figsize=(7, 3))[1]
-    colours = ["tab:red" if c in highlight else "0.7" for c in summary.index]
+    colours = [OKABE_ITO["vermillion"] if c in highlight else GREY for c in summary.index]
     ax.bar(range(len(summary)), summary["genes"], color=colours)
     ax.set_xticks(range(len(summary)), summary.index, rotation=90, fontsize=7)
     ax.set_ylabel("genes")
@@ -111,7 +147,7 @@ def category_counts(labels: pd.Series, ax: Axes | None = None) -> Axes:
     """Horizontal bar chart of how many samples carry each label."""
     ax = ax or plt.subplots(figsize=(4.5, 0.35 * labels.nunique() + 1))[1]
     counts = labels.value_counts().sort_values()
-    ax.barh(counts.index.astype(str), counts.to_numpy(), color="tab:blue")
+    ax.barh(counts.index.astype(str), counts.to_numpy(), color=OKABE_ITO["blue"])
     for y, n in enumerate(counts.to_numpy()):
         ax.text(n, y, f" {n}", va="center", fontsize=8)
     ax.set_xlabel("samples")
@@ -144,7 +180,7 @@ def embedding_map(embedding: pd.DataFrame, labels: pd.Series, seed: int = 0, ax:
 
 
 def tiling_overlays(slides: Sequence[Path], coords_dir: Path, max_size: int = 512, width: float = 4.5) -> Figure:
-    """Thumbnails of tiled slides with the tissue outline (green) and the kept patches (blue boxes), one panel
+    """Thumbnails of tiled slides with the tissue outline (bluish green) and the kept patches (blue boxes), one panel
     per slide; ``coords_dir`` holds the tiling files ``<stem>.h5``."""
     from matplotlib.patches import Rectangle
 
@@ -158,10 +194,10 @@ def tiling_overlays(slides: Sequence[Path], coords_dir: Path, max_size: int = 51
             rgb, (dx, dy) = slide_thumbnail(slide, max_size)
         coords, attrs = read_coords(Path(coords_dir) / f"{Path(path).stem}.h5")
         ax.imshow(rgb)
-        ax.contour(tissue_mask(rgb).astype(float), levels=[0.5], colors="limegreen", linewidths=1)
+        ax.contour(tissue_mask(rgb).astype(float), levels=[0.5], colors=OKABE_ITO["bluish green"], linewidths=1)
         size = attrs["patch_size_level0"]
         for x, y in coords:
-            ax.add_patch(Rectangle((x / dx, y / dy), size / dx, size / dy, fill=False, ec="tab:blue", lw=0.6))
+            ax.add_patch(Rectangle((x / dx, y / dy), size / dx, size / dy, fill=False, ec=OKABE_ITO["blue"], lw=0.6))
         ax.set_title(f"{Path(path).name}: {len(coords)} patches at {attrs['target_magnification']:g}×", fontsize=8)
         ax.axis("off")
     fig.tight_layout()
@@ -178,7 +214,8 @@ def loss_curves(history: pd.DataFrame, terms: Sequence[str], hue: str = "policy"
     facets = list(dict.fromkeys(history[facet]))
     fig, axes = plt.subplots(len(facets), len(terms), figsize=(width * len(terms), 2.4 * len(facets)),
                              squeeze=False, sharex=True)
-    palette = dict(zip(dict.fromkeys(history[hue]), sns.color_palette("tab10")))
+    keys = list(dict.fromkeys(history[hue]))
+    palette = dict(zip(keys, categorical_colours(len(keys))))
     for i, name in enumerate(facets):
         for j, term in enumerate(terms):
             ax = axes[i, j]
@@ -275,7 +312,8 @@ def cv_retrieval(per_lineage: pd.DataFrame, chance: float = 0.5, ax: Axes | None
     long = per_lineage.melt(id_vars=["lineage", "patient"], value_vars=["model_percentile", "blind_percentile"],
                             var_name="predictor", value_name="percentile")
     long["predictor"] = long["predictor"].map({"model_percentile": "fusion model", "blind_percentile": "image-blind"})
-    sns.stripplot(data=long, x="predictor", y="percentile", hue="patient", ax=ax, size=5, jitter=0.2, legend=False)
+    sns.stripplot(data=long, x="predictor", y="percentile", hue="patient", ax=ax, size=5, jitter=0.2, legend=False,
+                  palette=categorical_colours(long["patient"].nunique()))
     sns.pointplot(data=long, x="predictor", y="percentile", ax=ax, color="black", markers="_", errorbar=None,
                   linestyles="none")
     ax.axhline(chance, color="0.5", ls="--", lw=1)
@@ -291,7 +329,7 @@ def retrieval_rank_histograms(model_rows: pd.DataFrame, null_rows: pd.DataFrame,
     fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 2.8), squeeze=False, sharey=True)
     edges = np.linspace(0, 1, bins + 1)
     for ax, name in zip(axes[0], names):
-        for rows, label, colour in ((model_rows, "model", "C0"), (null_rows, "image-blind", "0.6")):
+        for rows, label, colour in ((model_rows, "model", OKABE_ITO["blue"]), (null_rows, "image-blind", GREY)):
             values = rows.loc[rows["variant"] == name, "percentile"]
             ax.hist(values, bins=edges, weights=np.full(len(values), 1 / max(len(values), 1)), alpha=0.6,
                     label=label, color=colour)
