@@ -193,6 +193,7 @@ def _parser() -> argparse.ArgumentParser:
     book.add_argument("--out", type=Path, default=None,
                       help="build folder: the HTML goes to OUT/html (default: BOOK_ROOT/_build)")
     book.set_defaults(handler=_cmd_book)
+    _add_check_book(sub)
     return parser
 
 
@@ -438,6 +439,40 @@ def _cmd_book(args: argparse.Namespace) -> int:
     index = build_book(args.run_dir, book_root=args.book_root, out=args.out)
     print(f"gbhet book: {index}", file=sys.stderr)
     return 0
+
+
+def _add_check_book(sub: Any) -> None:
+    """The ``check-book`` sub-command: every page of the rendered book in headless Chromium."""
+    check = sub.add_parser(
+        "check-book", help="open every page of the rendered book in headless Chromium and report its defects",
+        description="Serve the rendered book on 127.0.0.1, open every page in headless Chromium (/usr/bin/chromium, "
+                    "driven by Playwright), save a full-page screenshot of each, and report broken images, broken "
+                    "internal links and anchors, empty pages, local paths in the text and content wider than the "
+                    "main column, one a line. Exit status 1 if there is any.")
+    check.add_argument("--html", type=Path, default=Path("_build/html"),
+                       help="the rendered book (default: _build/html)")
+    check.add_argument("--screenshots", type=Path, default=Path("runs/demo/book_screenshots"),
+                       help="folder for the screenshots, <page>.png (default: runs/demo/book_screenshots)")
+    check.add_argument("--min-chars", type=_positive(int), default=200,
+                       help="fewest characters of text in a page's main column (default 200)")
+    check.set_defaults(handler=_cmd_check_book)
+
+
+def _cmd_check_book(args: argparse.Namespace) -> int:
+    from collections import Counter
+
+    from .book_check import book_pages, check_book
+
+    start = time.perf_counter()
+    problems = check_book(args.html, args.screenshots, min_chars=args.min_chars)
+    for problem in problems:
+        print(problem)
+    kinds = Counter(p.kind for p in problems)
+    found = (f"{len(problems)} problem(s) ({', '.join(f'{k} {n}' for k, n in sorted(kinds.items()))})"
+             if problems else "no problems")
+    print(f"gbhet check-book: {len(book_pages(args.html))} page(s), {found}, in {time.perf_counter() - start:.1f} s; "
+          f"screenshots in {args.screenshots}", file=sys.stderr)
+    return 1 if problems else 0
 
 
 def _parse_overrides(items: list[str]) -> dict[str, Any]:
