@@ -31,6 +31,7 @@ from typing import Any, Iterator
 import nbformat
 import yaml
 
+from .book_results import write_results_pages
 from .io import atomic_path
 
 #: folder (relative to the book root) whose pages are filled from a run's executed notebooks
@@ -450,6 +451,7 @@ def build_book(run_dir: Path, book_root: Path = Path("."), warnings_as_errors: b
             raise FileNotFoundError(f"{book_root / required} not found: book_root must be the repository root.")
     out = Path(out).resolve() if out is not None else book_root / BUILD_DIR
     copy_chapters(Path(run_dir), book_root)
+    write_results_pages(Path(run_dir), book_root)
 
     html = out / "html"
     command = [sys.executable, "-c", _JUPYTER_BOOK, str(book_root), str(html), "1" if warnings_as_errors else "0"]
