@@ -42,5 +42,16 @@ book: study
 claims: install
 	$(BIN)/python -m pytest claims --run-dir $(RUN_DIR) -p no:cacheprovider
 
+.PHONY: check-book
+# every page of the rendered book (_build/html) in headless Chromium: broken images and links, empty pages, local
+# paths, content wider than the column; screenshots to $(RUN_DIR)/book_screenshots. Debian's chromium, via apt-get.
+check-book: install
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  command -v apt-get >/dev/null || { echo "make check-book: no /usr/bin/chromium, no apt-get" >&2; exit 1; }; \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	fi
+	$(BIN)/gbhet check-book --html _build/html --screenshots $(RUN_DIR)/book_screenshots
+
 clean:
 	rm -rf _build book/chapters runs .pytest_cache
