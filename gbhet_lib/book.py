@@ -8,9 +8,9 @@ computed. By default every Sphinx warning is an error (``-W -n --keep-going``, a
 
 The copy in ``book/chapters/`` is made for reading (:func:`prepare_chapter`); the executed notebook in the run
 directory is never changed: papermill's injected-parameters cell is removed, the ``parameters`` cell folded whole,
-every other code cell's source folded (its outputs shown), stderr warnings dropped, each figure of a cell given its
-own numbered, captioned figure, and a stamp of the run (profile, seed, config hash, commit, date) set under the
-title.
+every other code cell's source folded (its outputs shown), stderr warnings and repeated images dropped, each figure
+of a cell given its own numbered, captioned figure, and a stamp of the run (profile, seed, config hash, commit,
+date) set under the title.
 """
 from __future__ import annotations
 
@@ -232,6 +232,28 @@ def _is_rich(output: nbformat.NotebookNode) -> bool:
     return output.output_type in ("display_data", "execute_result")
 
 
+def drop_repeated_images(nb: nbformat.NotebookNode) -> int:
+    """Keep one copy of an image a cell shows twice (in place); returns how many were dropped.
+
+    A cell that displays a figure (``display(fig)``, or ``fig`` as its last line) while the inline backend also
+    shows the open figure at the end of the cell leaves the same image twice in the executed notebook.
+    """
+    dropped = 0
+    for cell in nb.cells:
+        seen, outputs = set(), []
+        for output in cell.get("outputs", []):
+            if _is_image(output):
+                key = tuple(str(output.data[m]) for m in _IMAGE_TYPES if m in output.data)
+                if key in seen:
+                    dropped += 1
+                    continue
+                seen.add(key)
+            outputs.append(output)
+        if cell.cell_type == "code":
+            cell.outputs = outputs
+    return dropped
+
+
 def figure_options(cell: nbformat.NotebookNode) -> list[dict[str, str]]:
     """The caption and name of each figure a cell draws, in order, from its metadata: ``gbhet.figures`` (a list,
     for a cell that draws several) or else MyST-NB's own ``mystnb.figure`` (one figure)."""
@@ -315,10 +337,12 @@ def insert_stamp(nb: nbformat.NotebookNode, markdown: str) -> None:
 
 
 def prepare_chapter(nb: nbformat.NotebookNode, stamp: str | None = None) -> nbformat.NotebookNode:
-    """The book's copy of an executed chapter: figures split (:func:`split_figure_cells`), display tags set
-    (:func:`tag_cells`), stderr warnings dropped (:func:`strip_stderr_warnings`) and ``stamp`` inserted under the
-    title (:func:`insert_stamp`). ``nb`` itself is not changed."""
+    """The book's copy of an executed chapter: repeated images dropped (:func:`drop_repeated_images`), figures
+    split (:func:`split_figure_cells`), display tags set (:func:`tag_cells`), stderr warnings dropped
+    (:func:`strip_stderr_warnings`) and ``stamp`` inserted under the title (:func:`insert_stamp`). ``nb`` itself
+    is not changed."""
     nb = copy.deepcopy(nb)
+    drop_repeated_images(nb)
     split_figure_cells(nb)
     tag_cells(nb)
     strip_stderr_warnings(nb)

@@ -10,6 +10,8 @@ import base64
 import json
 import re
 import shutil
+import struct
+import zlib
 from pathlib import Path
 
 import nbformat
@@ -58,7 +60,7 @@ def executed_notebook(title: str, extra_markdown: str = "") -> nbformat.Notebook
     slug = title.lower().replace(" ", "-").replace("_", "-")
     figure.metadata["mystnb"] = {"figure": {"caption": f"The one figure of {title}.", "name": f"fig-{slug}"}}
     both = nbformat.v4.new_code_cell("display(table); plot(); plot()", execution_count=6, outputs=[
-        table.outputs[0], image_output(), image_output()])
+        table.outputs[0], image_output((255, 0, 0)), image_output((0, 0, 255))])
     both.metadata["gbhet"] = {"figures": [{"caption": "First panel.", "name": f"fig-{slug}-a"},
                                           {"caption": "Second panel.", "name": f"fig-{slug}-b"}]}
     cells = [nbformat.v4.new_markdown_cell(f"# {title}\n\nMath $\\mu_{{gs}}$.{extra_markdown}"),
@@ -70,9 +72,18 @@ def executed_notebook(title: str, extra_markdown: str = "") -> nbformat.Notebook
     return nb
 
 
-def image_output() -> nbformat.NotebookNode:
-    """A display_data output holding a figure."""
-    return nbformat.v4.new_output("display_data", data={"image/png": PNG_1PX,
+def png_1px(rgb: tuple[int, int, int]) -> str:
+    """A valid 1×1 PNG of colour ``rgb``, base64 (so two figures of a test differ)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    header = struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0)
+    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\x00" + bytes(rgb)))
+    return base64.b64encode(png + chunk(b"IEND", b"")).decode("ascii")
+
+
+def image_output(rgb: tuple[int, int, int] | None = None) -> nbformat.NotebookNode:
+    """A display_data output holding a figure (the fixed 1-pixel PNG, or one of colour ``rgb``)."""
+    return nbformat.v4.new_output("display_data", data={"image/png": png_1px(rgb) if rgb else PNG_1PX,
                                                         "text/plain": "<Figure size 300x200 with 1 Axes>"})
 
 
@@ -231,10 +242,18 @@ def test_each_figure_of_a_cell_gets_its_own_caption() -> None:
 def test_more_images_than_captions_get_distinct_names() -> None:
     source = executed_notebook("Chapter 01_data")
     cell = next(c for c in source.cells if c.source == "plot()")
-    cell.outputs = [image_output(), image_output()]
+    cell.outputs = [image_output((1, 2, 3)), image_output((4, 5, 6))]
     nb = prepare_chapter(source)
     names = [c.metadata["mystnb"]["figure"]["name"] for c in nb.cells if "mystnb" in c.metadata]
     assert names[:2] == ["fig-chapter-01-data", "fig-chapter-01-data-2"]
+
+
+def test_an_image_shown_twice_is_kept_once() -> None:
+    shown = [image_output(), image_output((0, 128, 0)), image_output()]  # display(fig), another, the inline copy
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("display(fig); other()", outputs=shown)])
+    images = [o.data["image/png"] for c in prepare_chapter(nb).cells for o in c.outputs]
+    assert images == [PNG_1PX, png_1px((0, 128, 0))]
+    assert len(nb.cells[0].outputs) == 3  # the executed notebook keeps all three
 
 
 def test_figure_metadata_without_an_image_is_dropped() -> None:
