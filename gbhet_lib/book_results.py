@@ -412,7 +412,7 @@ def _run_line(run_dir: Path) -> str:
     except (OSError, ValueError):
         config = {}
     if isinstance(config, dict):
-        for key in ("profile", "seed", "device"):
+        for key in ("profile", "seed"):
             if key in config:
                 parts.append(f"{key} {code(config[key])}")
     return ", ".join(parts)
