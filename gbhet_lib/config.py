@@ -75,6 +75,14 @@ class StudyConfig:
         cache = self.cache_dir if self.cache_dir is not None else os.environ.get(ENV_CACHE_DIR) or "~/.cache/gbhet"
         set_("cache_dir", Path(cache).expanduser())
 
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        """How a notebook shows the config: the run directory as given to the chapter (relative to the working
+        directory when below it), the local data folders only as whether they are set, so that a rendered book
+        carries no machine's paths (the run's ``config.json`` keeps them)."""
+        printer.text(f"StudyConfig(profile={self.profile!r}, run_dir={_shown_path(self.run_dir)!r}, "
+                     f"seed={self.seed}, device={self.device!r} ({self.resolved_device}), "
+                     f"data_mirror={'set' if self.data_mirror is not None else None}, cache_dir=local)")
+
     @property
     def resolved_device(self) -> str:
         """``cuda`` or ``cpu``: what ``device='auto'`` means on this machine.
@@ -125,3 +133,12 @@ def _writable_dir(path: Path, what: str) -> Path:
         raise ConfigError(f"{what}={str(path)!r} is not a writable folder ({err.strerror or err}). "
                           f"Pass {what}= a folder you can write to, e.g. runs/demo.") from err
     return path.resolve()
+
+
+def _shown_path(path: Path) -> str:
+    """``path`` relative to the working directory when it lies below it, else its last two parts after ``…/``."""
+    path = Path(path).resolve()
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(Path("…", *path.parts[-2:]))

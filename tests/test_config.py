@@ -66,3 +66,14 @@ def test_run_dir_layout_and_identity(tmp_path: Path) -> None:
     path = write_metrics(run, "01_data", {"n": 3})
     assert json.loads(path.read_text()) == {"n": 3}
     assert not list(run.metrics.glob(".*"))  # no temporary files left behind
+
+
+def test_a_notebook_shows_the_config_without_the_machines_paths(tmp_path, monkeypatch) -> None:
+    from IPython.lib.pretty import pretty
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mirror").mkdir()
+    config = StudyConfig(run_dir=tmp_path / "runs" / "x", data_mirror=tmp_path / "mirror", cache_dir=tmp_path / "c")
+    shown = pretty(config)
+    assert shown.startswith("StudyConfig(profile='demo', run_dir='runs/x', seed=0, device='auto' (")
+    assert "data_mirror=set" in shown and str(tmp_path) not in shown

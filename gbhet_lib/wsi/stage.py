@@ -116,13 +116,16 @@ def tile_cohort(run: RunDir, cohort: Any, target_magnification: float, patch_siz
                 min_tissue_fraction: float, n_jobs: int = 2) -> tuple[Any, dict[str, int]]:
     """Tile every slide of the cohort into ``features/coords/<slide>.h5`` (finished slides are skipped).
 
-    Returns the per-slide report (slide, patches, status, seconds) and ``{"n_slides", "n_patches"}``.
+    Returns the per-slide report (slide id, patches, status, seconds) and ``{"n_slides", "n_patches"}``.
     """
     from .tiling import TilingConfig, tile_slides
 
     tiling = TilingConfig(target_magnification=target_magnification, patch_size=patch_size,
                           min_tissue_fraction=min_tissue_fraction)
-    report = tile_slides(list(slide_paths(cohort).values()), run.coords, tiling, n_jobs=n_jobs, progress=False)
+    paths = slide_paths(cohort)
+    report = tile_slides(list(paths.values()), run.coords, tiling, n_jobs=n_jobs, progress=False)
+    slide_of = {str(path): slide for slide, path in paths.items()}  # the report names slides, not local paths
+    report["slide"] = report["slide"].map(lambda path: slide_of.get(str(path), Path(path).stem))
     return report, {"n_slides": int((report["status"] != "failed").sum()),
                     "n_patches": int(report["patches"].sum())}
 
@@ -269,7 +272,7 @@ def train_encoder(run: RunDir, patches: CohortPatches, train_rows: np.ndarray, v
         patch_stores=[run.relative(p) for p in patches.index.stores],
         slide_lineage=dict(patches.slide_lineage), slide_patient=dict(patches.slide_patient),
         split=run.relative(run.split_path(split["name"])), split_policy=split["policy"], val_fraction=val_fraction,
-        init_source=make().init_source,
+        init_source=make().init_source if start is None else f"checkpoint:{run.relative(start)}",
         pretrain=None if start is None else {"checkpoint": run.relative(start), "settings": pretrain.to_dict()})
     record.write(run)
     return history, record
