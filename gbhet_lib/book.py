@@ -8,9 +8,9 @@ computed. By default every Sphinx warning is an error (``-W -n --keep-going``, a
 
 The copy in ``book/chapters/`` is made for reading (:func:`prepare_chapter`); the executed notebook in the run
 directory is never changed: papermill's injected-parameters cell is removed, the ``parameters`` cell folded whole,
-every other code cell's source folded (its outputs shown), stderr warnings and repeated images dropped, each figure
-of a cell given its own numbered, captioned figure, and a stamp of the run (profile, seed, config hash, commit,
-date) set under the title.
+every other code cell's source folded (its outputs shown), stderr warnings and repeated images dropped, the run's
+machine paths replaced by ``RUN_DIR``/``CACHE_DIR``/``DATA_MIRROR``, each figure of a cell given its own numbered,
+captioned figure, and a stamp of the run (profile, seed, config hash, commit, date) set under the title.
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 import nbformat
 import yaml
@@ -109,7 +109,8 @@ def copy_chapters(run_dir: Path, book_root: Path = Path(".")) -> list[Path]:
     left in ``book/chapters/`` by earlier builds that the book no longer lists are removed. Figures in
     ``run_dir/figures`` are copied to ``book/chapters/figures`` only when a chapter's Markdown refers to
     ``figures/`` (executed notebooks normally embed their figures). Each copy is made for reading by
-    :func:`prepare_chapter`, stamped with :meth:`BuildProvenance.stamp`.
+    :func:`prepare_chapter`, stamped with :meth:`BuildProvenance.stamp`, with the figure captions of the
+    chapter's notebook in ``<book_root>/notebooks/`` where the run's has none.
 
     Returns:
         The copied notebooks, in book order.
@@ -140,7 +141,8 @@ def copy_chapters(run_dir: Path, book_root: Path = Path(".")) -> list[Path]:
     copied, wants_figures = [], False
     for name in names:
         source, dest = notebooks / f"{name}.ipynb", target / f"{name}.ipynb"
-        nb = prepare_chapter(nbformat.read(source, as_version=4), provenance.stamp(name))
+        nb = prepare_chapter(nbformat.read(source, as_version=4), provenance.stamp(name),
+                             _source_notebook(book_root / "notebooks" / f"{name}.ipynb"), provenance.paths())
         with atomic_path(dest) as tmp:
             nbformat.write(nb, tmp)
         copied.append(dest)
@@ -264,6 +266,24 @@ def figure_options(cell: nbformat.NotebookNode) -> list[dict[str, str]]:
     return [dict(single)] if single else []
 
 
+def adopt_figure_metadata(nb: nbformat.NotebookNode, source: nbformat.NotebookNode) -> int:
+    """Give the code cells of ``nb`` (an executed chapter) the figure captions of the same cells (same cell id) in
+    ``source`` (the chapter's notebook in ``notebooks/``), in place, where ``nb``'s cell has none; returns how many
+    cells took them. A run executed before the captions were written is rendered with them; a caption the executed
+    notebook carries itself wins."""
+    by_id = {cell.get("id"): cell for cell in source.cells if cell.cell_type == "code" and figure_options(cell)}
+    adopted = 0
+    for cell in nb.cells:
+        origin = by_id.get(cell.get("id")) if cell.cell_type == "code" else None
+        if origin is None or figure_options(cell):
+            continue
+        for key, field in (("mystnb", "figure"), ("gbhet", "figures")):
+            if field in origin.metadata.get(key, {}):
+                cell.metadata.setdefault(key, {})[field] = copy.deepcopy(origin.metadata[key][field])
+        adopted += 1
+    return adopted
+
+
 def split_figure_cells(nb: nbformat.NotebookNode) -> None:
     """Give each image output of a captioned cell its own figure (in place).
 
@@ -336,16 +356,59 @@ def insert_stamp(nb: nbformat.NotebookNode, markdown: str) -> None:
     nb.cells.insert(0, stamp)
 
 
-def prepare_chapter(nb: nbformat.NotebookNode, stamp: str | None = None) -> nbformat.NotebookNode:
-    """The book's copy of an executed chapter: repeated images dropped (:func:`drop_repeated_images`), figures
+#: the run's folders named in its config.json, and the word that replaces each in the book's text
+PATH_PLACEHOLDERS = {"run_dir": "RUN_DIR", "cache_dir": "CACHE_DIR", "data_mirror": "DATA_MIRROR"}
+_TEXT_TYPES = ("text/plain", "text/html", "text/markdown", "text/latex")
+
+
+def redact_paths(nb: nbformat.NotebookNode, paths: Mapping[str, str]) -> int:
+    """Replace each absolute folder of ``paths`` (path → placeholder, e.g. ``/work/main/runs/v7`` → ``RUN_DIR``)
+    in the text outputs of ``nb`` (streams, plain text, HTML, Markdown, LaTeX) by its placeholder, in place;
+    returns how many outputs changed. The run's own machine paths (a ``StudyConfig`` repr, a table indexed by
+    slide file) then read the same for every reader; images are left as they are."""
+    ordered = sorted(((path.rstrip("/"), word) for path, word in paths.items() if len(path.rstrip("/")) > 1),
+                     key=lambda item: -len(item[0]))
+    changed = 0
+    for cell in nb.cells:
+        for output in cell.get("outputs", []) if cell.cell_type == "code" else []:
+            before = json.dumps(output, sort_keys=True)
+            if output.output_type == "stream":
+                output.text = _replace_all(_text(output.text), ordered)
+            for mime in _TEXT_TYPES:
+                if mime in output.get("data", {}):
+                    output.data[mime] = _replace_all(_text(output.data[mime]), ordered)
+            changed += json.dumps(output, sort_keys=True) != before
+    return changed
+
+
+def _text(value: str | list[str]) -> str:
+    return value if isinstance(value, str) else "".join(value)
+
+
+def _replace_all(text: str, ordered: list[tuple[str, str]]) -> str:
+    """``text`` with each whole path replaced (``/a/run`` in ``/a/run/x`` but not in ``/a/running``)."""
+    for path, word in ordered:
+        text = re.sub(re.escape(path) + r"(?![\w-]|\.\w)", word, text)
+    return text
+
+
+def prepare_chapter(nb: nbformat.NotebookNode, stamp: str | None = None,
+                    source: nbformat.NotebookNode | None = None,
+                    paths: Mapping[str, str] | None = None) -> nbformat.NotebookNode:
+    """The book's copy of an executed chapter: captions taken from the chapter's ``source`` notebook where the
+    run has none (:func:`adopt_figure_metadata`), repeated images dropped (:func:`drop_repeated_images`), figures
     split (:func:`split_figure_cells`), display tags set (:func:`tag_cells`), stderr warnings dropped
-    (:func:`strip_stderr_warnings`) and ``stamp`` inserted under the title (:func:`insert_stamp`). ``nb`` itself
-    is not changed."""
+    (:func:`strip_stderr_warnings`), the run's machine ``paths`` replaced by placeholders (:func:`redact_paths`)
+    and ``stamp`` inserted under the title (:func:`insert_stamp`). ``nb`` itself is not changed."""
     nb = copy.deepcopy(nb)
+    if source is not None:
+        adopt_figure_metadata(nb, source)
     drop_repeated_images(nb)
     split_figure_cells(nb)
     tag_cells(nb)
     strip_stderr_warnings(nb)
+    if paths:
+        redact_paths(nb, paths)
     if stamp:
         insert_stamp(nb, stamp)
     return nb
@@ -427,6 +490,16 @@ class BuildProvenance:
         return cls(Path(run_dir), _read_json(Path(run_dir) / "config.json"), commit, dirty,
                    str(repository.get("url") or ""), str(repository.get("branch") or "main"))
 
+    def paths(self) -> dict[str, str]:
+        """The run's absolute folders (``run_dir``, ``cache_dir``, ``data_mirror`` of its config.json, and the
+        run directory as found) → their placeholders for :func:`redact_paths`."""
+        found = {str(self.run_dir.resolve()): PATH_PLACEHOLDERS["run_dir"]}
+        for key, word in PATH_PLACEHOLDERS.items():
+            value = self.config.get(key)
+            if isinstance(value, str) and Path(value).is_absolute():
+                found[value] = word
+        return found
+
     def stamp(self, name: str) -> str:
         """The Markdown stamp of chapter ``name``: profile, seed, config hash, commit (dirty or not), the time
         the stage finished, and a Colab link when the book's ``repository.url`` is a GitHub repository."""
@@ -444,6 +517,11 @@ class BuildProvenance:
         if link:
             parts.append(f"[open in Colab]({link})")
         return ":::{container} run-stamp\n" + f"Run `{self.run_dir.name}`: " + " · ".join(parts) + "\n:::"
+
+
+def _source_notebook(path: Path) -> nbformat.NotebookNode | None:
+    """The chapter's notebook in ``notebooks/`` (its figure captions), or None when the book root has none."""
+    return nbformat.read(path, as_version=4) if path.is_file() else None
 
 
 def _refers_to_figures(notebook: Path) -> bool:

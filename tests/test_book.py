@@ -7,6 +7,7 @@ hand-made "executed" notebooks, so no kernel is started.
 from __future__ import annotations
 
 import base64
+import copy
 import json
 import re
 import shutil
@@ -18,8 +19,8 @@ import nbformat
 import pytest
 
 from gbhet_lib.book import (CHAPTERS_DIR, INDEX_HTML, TAG_STAMP, BuildProvenance, build_book, chapter_names,
-                            colab_url, config_hash, copy_chapters, git_commit, prepare_chapter, strip_warnings,
-                            toc_files)
+                            colab_url, config_hash, copy_chapters, git_commit, prepare_chapter, redact_paths,
+                            strip_warnings, toc_files)
 
 REPO = Path(__file__).resolve().parents[1]
 # a 1×1 PNG, enough for a display_data output
@@ -263,6 +264,43 @@ def test_figure_metadata_without_an_image_is_dropped() -> None:
     nb = prepare_chapter(source)
     table = next(c for c in nb.cells if c.source == "table")
     assert "mystnb" not in table.metadata and len(table.outputs) == 1
+
+
+def test_captions_adopted_from_the_source_notebook() -> None:
+    executed = executed_notebook("Chapter 01_data")
+    plot = next(c for c in executed.cells if c.source == "plot()")
+    del plot.metadata["mystnb"]  # a run executed before the captions were written
+    source = copy.deepcopy(executed)
+    next(c for c in source.cells if c.id == plot.id).metadata["mystnb"] = {
+        "figure": {"caption": "From notebooks/.", "name": "fig-from-source"}}
+    both = next(c for c in source.cells if c.source.startswith("display(table)"))
+    both.metadata["gbhet"]["figures"][0]["caption"] = "Not taken: the run has its own."
+    nb = prepare_chapter(executed, source=source)
+    figures = {c.metadata["mystnb"]["figure"]["name"]: c.metadata["mystnb"]["figure"]["caption"]
+               for c in nb.cells if "mystnb" in c.metadata}
+    assert figures["fig-from-source"] == "From notebooks/."
+    assert figures["fig-chapter-01-data-a"] == "First panel."
+    assert "mystnb" not in plot.metadata  # the executed notebook is untouched
+
+
+def test_machine_paths_replaced_in_outputs(tmp_path: Path) -> None:
+    run = make_run(tmp_path / "run", ["01_data"])
+    source = executed_notebook("Chapter 01_data")
+    repr_ = f"StudyConfig(run_dir=PosixPath('{run.resolve()}'), cache_dir=PosixPath('/root/.cache/x'))"
+    source.cells.append(nbformat.v4.new_code_cell("config", outputs=[
+        nbformat.v4.new_output("execute_result", data={"text/plain": repr_,
+                                                       "text/html": f"<th>{run.resolve()}/data/a.tiff</th>"}),
+        nbformat.v4.new_output("stream", name="stdout", text=f"wrote {run.resolve()}/figures\n")]))
+    nb = prepare_chapter(source, paths=BuildProvenance.of(run, tmp_path).paths())
+    outputs = nb.cells[-1].outputs
+    assert outputs[0].data["text/plain"] == "StudyConfig(run_dir=PosixPath('RUN_DIR'), cache_dir=PosixPath('CACHE_DIR'))"
+    assert outputs[0].data["text/html"] == "<th>RUN_DIR/data/a.tiff</th>"
+    assert outputs[1].text == "wrote RUN_DIR/figures\n"
+    other = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x", outputs=[
+        nbformat.v4.new_output("stream", name="stdout", text="/tmp/running /tmp/run.json /tmp/run.\n")])])
+    assert redact_paths(other, {"/tmp/run": "RUN_DIR"}) == 1
+    assert other.cells[0].outputs[0].text == "/tmp/running /tmp/run.json RUN_DIR.\n"  # whole paths only
+    assert str(run.resolve()) in source.cells[-1].outputs[1].text  # the executed notebook keeps them
 
 
 def test_provenance_stamp(tmp_path: Path) -> None:
