@@ -53,5 +53,25 @@ check-book: install
 	fi
 	$(BIN)/gbhet check-book --html _build/html --screenshots $(RUN_DIR)/book_screenshots
 
+.PHONY: pdf
+# the whole book as one PDF, _build/latex/gbhet.pdf, from the same run as the HTML (run `make book` first): Sphinx's
+# LaTeX builder and xelatex (gbhet_lib.book_pdf). Installs Debian's LaTeX packages with apt-get when any is missing.
+# BOOK_ROOT and PDF_OUT (build folder, default BOOK_ROOT/_build) let a build go elsewhere.
+PDF_PACKAGES := texlive-xetex texlive-latex-recommended texlive-latex-extra texlive-fonts-recommended latexmk \
+                fonts-freefont-otf imagemagick librsvg2-bin poppler-utils
+BOOK_ROOT ?= .
+PDF_OUT ?= $(BOOK_ROOT)/_build
+pdf: install
+	@if command -v dpkg >/dev/null; then \
+	  missing=$$(for p in $(PDF_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	  if [ -n "$$missing" ]; then \
+	    SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	    echo "make pdf: installing" $$missing >&2; \
+	    $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive \
+	      apt-get install -y -qq --no-install-recommends $$missing; \
+	  fi; \
+	fi
+	$(BIN)/gbhet pdf --run-dir $(RUN_DIR) --book-root $(BOOK_ROOT) --out $(PDF_OUT)
+
 clean:
 	rm -rf _build book/chapters runs .pytest_cache

@@ -194,6 +194,7 @@ def _parser() -> argparse.ArgumentParser:
                       help="build folder: the HTML goes to OUT/html (default: BOOK_ROOT/_build)")
     book.set_defaults(handler=_cmd_book)
     _add_check_book(sub)
+    _add_pdf(sub)
     return parser
 
 
@@ -473,6 +474,31 @@ def _cmd_check_book(args: argparse.Namespace) -> int:
     print(f"gbhet check-book: {len(book_pages(args.html))} page(s), {found}, in {time.perf_counter() - start:.1f} s; "
           f"screenshots in {args.screenshots}", file=sys.stderr)
     return 1 if problems else 0
+
+
+def _add_pdf(sub: Any) -> None:
+    """The ``pdf`` sub-command: the whole book as one PDF (xelatex) from a run's executed notebooks."""
+    pdf = sub.add_parser(
+        "pdf", help="render the book as one PDF (LaTeX, xelatex) from a run's executed notebooks",
+        description="Copy the executed chapters of a finished run into book/chapters/ (as gbhet book does) and "
+                    "render the whole book as one PDF with Sphinx's LaTeX builder and xelatex (Debian: "
+                    "texlive-xetex, texlive-latex-extra, latexmk, fonts-freefont-otf, ...; `make pdf` installs them).")
+    pdf.add_argument("--run-dir", type=Path, default=Path("runs/demo"),
+                     help="the run whose executed notebooks to render (default: runs/demo)")
+    pdf.add_argument("--book-root", type=Path, default=Path("."),
+                     help="the folder with _config.yml and _toc.yml (default: .)")
+    pdf.add_argument("--out", type=Path, default=None,
+                     help="build folder: the PDF goes to OUT/latex/gbhet.pdf (default: BOOK_ROOT/_build)")
+    pdf.set_defaults(handler=_cmd_pdf)
+
+
+def _cmd_pdf(args: argparse.Namespace) -> int:
+    from .book_pdf import build_pdf
+
+    start = time.perf_counter()
+    path = build_pdf(args.run_dir, book_root=args.book_root, out=args.out)
+    print(f"gbhet pdf: {path} in {time.perf_counter() - start:.0f} s", file=sys.stderr)
+    return 0
 
 
 def _parse_overrides(items: list[str]) -> dict[str, Any]:
