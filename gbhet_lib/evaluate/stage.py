@@ -260,7 +260,7 @@ def evaluate_protocols(run_dir: str | Path, names: Sequence[str], splits: Mappin
     Returns one long table of queries (:func:`score_split` columns plus ``variant``, ``protocol``, ``fold``).
     """
     import pandas as pd
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     from ..evaluate.splits import identical_splits
     from ..fusion.train import variant_tokens

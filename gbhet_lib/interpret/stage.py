@@ -68,7 +68,7 @@ def train_interpretation_models(run_dir: str | Path, variants: Sequence[str], fo
 
     Returns kind (``variants``, ``null``, ``seeds``) → model name → the pairs it was trained on (and is explained
     on)."""
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     from ..evaluate.stage import train_cv_models
     from ..fusion.data import shuffled_pairing
@@ -392,7 +392,7 @@ def explain_all(run_dir: str | Path, models: Mapping[str, Mapping[str, Any]], fo
                 progress: bool = True) -> dict[str, CvAttributions]:
     """:func:`cv_attributions` of every model of :func:`train_interpretation_models`' result (integrated gradients
     for the names in ``integrated``): name → attributions."""
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     named = [(n, d) for kind in ("variants", "null", "seeds") for n, d in models.get(kind, {}).items()]
     return {n: cv_attributions(run_dir, n, folds, d, device, integrated=n in integrated)

@@ -8,10 +8,13 @@ from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
+from ..plots import OKABE_ITO
 from .volumes import LABELS, SEQUENCES, MriVolume
 
 SEQUENCE_TITLES: dict[str, str] = {"t1": "T1", "t1ce": "T1-Gd", "t2": "T2", "flair": "FLAIR"}
-LABEL_COLOURS: dict[int, str] = {1: "#3b4cc0", 2: "#f2c14e", 3: "#2ca02c", 4: "#d62728"}  # by BraTS label
+#: by BraTS label, from the Okabe–Ito palette (told apart under the common colour-vision deficiencies)
+LABEL_COLOURS: dict[int, str] = {k: OKABE_ITO[name] for k, name in
+                                 {1: "blue", 2: "yellow", 3: "bluish green", 4: "vermillion"}.items()}
 
 
 def tumour_slice(volume: MriVolume) -> int:

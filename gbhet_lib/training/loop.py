@@ -37,7 +37,7 @@ from typing import Any, Callable, Mapping
 import pandas as pd
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from .checkpoint import CHECKPOINT, resume, save
 from .config import TrainConfig, require
