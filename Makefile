@@ -17,6 +17,8 @@ help:
 	@echo "make test   - install, run unit tests and notebook smoke tests"
 	@echo "make study  - only run the chapters (RUN_DIR=$(RUN_DIR), SEED=$(SEED))"
 	@echo "make claims - check every planted-truth claim of a finished run (RUN_DIR=$(RUN_DIR)); fails on any that does not hold"
+	@echo "make check-book - open every page of _build/html in headless Chromium; fails on broken images/links, local paths, overflow"
+	@echo "make pdf    - render the same run as one PDF, _build/latex/gbhet.pdf (installs Debian's LaTeX when missing)"
 	@echo "make clean  - remove _build, runs/ and caches (keeps .venv)"
 
 $(BIN)/python:
@@ -42,15 +44,19 @@ book: study
 claims: install
 	$(BIN)/python -m pytest claims --run-dir $(RUN_DIR) -p no:cacheprovider
 
-.PHONY: check-book
-# every page of the rendered book (_build/html) in headless Chromium: broken images and links, empty pages, local
-# paths, content wider than the column; screenshots to $(RUN_DIR)/book_screenshots. Debian's chromium, via apt-get.
-check-book: install
+.PHONY: chromium
+# Debian's headless Chromium for the browser checks (tests/test_book_browser.py, check-book), via apt-get when missing
+chromium:
 	@if [ ! -x /usr/bin/chromium ]; then \
-	  command -v apt-get >/dev/null || { echo "make check-book: no /usr/bin/chromium, no apt-get" >&2; exit 1; }; \
+	  command -v apt-get >/dev/null || { echo "make chromium: no /usr/bin/chromium, no apt-get" >&2; exit 1; }; \
 	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 	  $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
 	fi
+
+.PHONY: check-book
+# every page of the rendered book (_build/html) in headless Chromium: broken images and links, empty pages, local
+# paths, content wider than the column; screenshots to $(RUN_DIR)/book_screenshots. Debian's chromium, via apt-get.
+check-book: install chromium
 	$(BIN)/gbhet check-book --html _build/html --screenshots $(RUN_DIR)/book_screenshots
 
 .PHONY: pdf
