@@ -37,7 +37,7 @@ from urllib.parse import unquote, urlsplit
 from .errors import GbhetError
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Browser, Page, Request, Response
+    from playwright.sync_api import Browser, Page, Request
 
 #: Debian's Chromium (``apt-get install chromium``); Playwright drives it, ``playwright install`` is never needed
 CHROMIUM = "/usr/bin/chromium"
