@@ -248,6 +248,7 @@ def test_chapter_3_stage_indexes_patches_by_slide_lineage_and_patient(small_coho
     run = RunDir.of(tmp_path).create()
     report, counts = wsi_stage.tile_cohort(run, cohort, 10.0, 64, 0.5, n_jobs=1)
     assert counts["n_slides"] == len(cohort.slides) and counts["n_patches"] == report["patches"].sum() > 0
+    assert sorted(report["slide"]) == sorted(cohort.slides.index)  # slide ids, not the machine's paths
     data = wsi_stage.build_patch_stores(run, cohort)
     assert len(data.slide_lineage) == len(cohort.slides) > len(set(data.slide_lineage.values())) == len(cohort.lineages)
     assert len(data.keys) == counts["n_patches"] and len(set(data.keys)) == len(data.keys)

@@ -282,12 +282,15 @@ def train_encoder(run: RunDir, patches: CohortPatches, train_rows: np.ndarray, v
 def encode_patches(run: RunDir, record: WsiEncoderRecord, patches: CohortPatches, device: str = "cpu",
                    readout: str = "projection") -> dict[str, np.ndarray]:
     """Every patch encoded by the trained encoder, the SimCLR pre-trained encoder the training started from (when
-    there was one) and a randomly initialised encoder of the same kind (the baseline), read out as ``readout``
+    there was one) and a randomly initialised encoder of the same kind (the baseline; its weights drawn from the
+    training's seed, so every run and rerun compares with the same ones), read out as ``readout``
     (:func:`gbhet_lib.wsi.features.extract_features`: the projection head's output or the backbone's CLS token).
 
     Returns ``{"trained encoder", "pre-trained encoder" (with pre-training), "random encoder"}`` → (N, D) float32
     features in the order of ``patches``.
     """
+    import torch
+
     from .encoder import load_encoder
     from .features import extract_features
 
@@ -297,7 +300,10 @@ def encode_patches(run: RunDir, record: WsiEncoderRecord, patches: CohortPatches
     encodings = {"trained encoder": encode(load_encoder(run.root / record.checkpoint))}
     if record.pretrain is not None:
         encodings["pre-trained encoder"] = encode(load_encoder(run.root / record.pretrain["checkpoint"]))
-    encodings["random encoder"] = encode(encoder_factory(record.encoder)())
+    with torch.random.fork_rng():  # the same random weights in every run, however much RNG training consumed
+        torch.manual_seed(int(record.settings.get("seed", 0)))
+        random_encoder = encoder_factory(record.encoder)()
+    encodings["random encoder"] = encode(random_encoder)
     return encodings
 
 
