@@ -547,32 +547,48 @@ def build_book(run_dir: Path, book_root: Path = Path("."), warnings_as_errors: b
         FileNotFoundError: a chapter's executed notebook or completion record is missing.
         RuntimeError: the build failed; the message quotes the end of the build log.
     """
-    book_root = Path(book_root).resolve()
-    for required in ("_config.yml", "_toc.yml"):
-        if not (book_root / required).is_file():
-            raise FileNotFoundError(f"{book_root / required} not found: book_root must be the repository root.")
+    book_root = prepare_sources(run_dir, book_root)
     out = Path(out).resolve() if out is not None else book_root / BUILD_DIR
-    copy_chapters(Path(run_dir), book_root)
-    write_results_pages(Path(run_dir), book_root)
 
     html = out / "html"
     command = [sys.executable, "-c", _JUPYTER_BOOK, str(book_root), str(html), "1" if warnings_as_errors else "0"]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "NO_COLOR": "1",
-           "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")}
     started = time.monotonic()
-    proc = subprocess.run(command, cwd=book_root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          text=True, check=False)
+    proc = subprocess.run(command, cwd=book_root, env=build_environment(), stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, check=False)
     log_path = out / BUILD_LOG.name
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log = _ANSI.sub("", proc.stdout)
     log_path.write_text(log, encoding="utf-8")
     index = html / "index.html"
     if proc.returncode != 0 or not index.is_file():
-        lines = log.splitlines()
-        problems = [line for line in lines if _PROBLEM.search(line)][:LOG_PROBLEM_LINES]
-        found = ("warnings and errors:\n" + "\n".join(problems) + "\n") if problems else ""
-        tail = "\n".join(lines[-LOG_TAIL_LINES:])
+        tail = "\n".join(log.splitlines()[-LOG_TAIL_LINES:])
         raise RuntimeError(f"jupyter-book build failed (exit {proc.returncode}) after "
-                           f"{time.monotonic() - started:.0f} s; full log: {log_path}\n{found}"
+                           f"{time.monotonic() - started:.0f} s; full log: {log_path}\n{log_problems(log)}"
                            f"end of the log:\n{tail}")
     return index
+
+
+def prepare_sources(run_dir: Path, book_root: Path) -> Path:
+    """What every build of the book (HTML, PDF) starts with: check that ``book_root`` holds ``_config.yml`` and
+    ``_toc.yml``, copy the run's executed chapters (:func:`copy_chapters`) and write the results and claims pages
+    (:func:`gbhet_lib.book_results.write_results_pages`). Returns ``book_root`` resolved."""
+    book_root = Path(book_root).resolve()
+    for required in ("_config.yml", "_toc.yml"):
+        if not (book_root / required).is_file():
+            raise FileNotFoundError(f"{book_root / required} not found: book_root must be the repository root.")
+    copy_chapters(Path(run_dir), book_root)
+    write_results_pages(Path(run_dir), book_root)
+    return book_root
+
+
+def build_environment() -> dict[str, str]:
+    """The environment of a build's subprocess: unbuffered, no colours, the hub offline unless set otherwise."""
+    return {**os.environ, "PYTHONUNBUFFERED": "1", "NO_COLOR": "1",
+            "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")}
+
+
+def log_problems(log: str, pattern: re.Pattern[str] = _PROBLEM) -> str:
+    """The first :data:`LOG_PROBLEM_LINES` lines of a build log that match ``pattern`` (warnings, errors), as a
+    ``warnings and errors:`` block ending in a newline; empty when there are none."""
+    problems = [line for line in log.splitlines() if pattern.search(line)][:LOG_PROBLEM_LINES]
+    return ("warnings and errors:\n" + "\n".join(problems) + "\n") if problems else ""

@@ -1,8 +1,7 @@
 """Render the Jupyter Book as one PDF (Sphinx's LaTeX builder, xelatex) from the same run as the HTML.
 
-:func:`build_pdf` prepares the book's pages as :func:`gbhet_lib.book.build_book` does (the run's chapters by
-:func:`gbhet_lib.book.copy_chapters`, the results and claims pages by
-:func:`gbhet_lib.book_results.write_results_pages`), runs Jupyter Book's Sphinx build with the ``latex`` builder
+:func:`build_pdf` prepares the book's pages with :func:`gbhet_lib.book.prepare_sources`, as
+:func:`gbhet_lib.book.build_book` does (the run's chapters, the results and claims pages), runs Jupyter Book's Sphinx build with the ``latex`` builder
 and a *PDF overlay* of ``_config.yml`` (the book's own configuration plus the few settings only LaTeX needs,
 :data:`PDF_SPHINX_CONFIG` and :data:`PDF_EXTENSIONS`, written to ``<out>/_config.pdf.yml`` so the HTML build never
 sees them), then runs latexmk through the Makefile Sphinx writes (``make all-pdf``).
@@ -15,7 +14,6 @@ document class needs ``bbm.sty``, which only Debian's 1.4 GB ``texlive-fonts-ext
 """
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
@@ -26,8 +24,7 @@ from typing import Any
 
 import yaml
 
-from .book import copy_chapters
-from .book_results import write_results_pages
+from .book import build_environment, log_problems, prepare_sources
 from .errors import GbhetError
 
 #: Debian packages that build the PDF (xelatex, the LaTeX packages Sphinx loads, latexmk, the FreeFont fonts that
@@ -58,7 +55,7 @@ PDF_EXTENSIONS = ("sphinx.ext.imgconverter",)
 PDF_BUILD_LOG = "pdf-build.log"
 PDF_CONFIG = "_config.pdf.yml"
 #: how much of a failed build's log the error quotes
-LOG_PROBLEM_LINES, LOG_TAIL_LINES, LATEX_ERRORS = 40, 25, 10
+LOG_TAIL_LINES, LATEX_ERRORS = 25, 10
 #: Jupyter Book's Sphinx build with the LaTeX builder: argv = book root, output folder, configuration file
 _SPHINX_LATEX = """
 import sys
@@ -143,14 +140,9 @@ def build_pdf(run_dir: Path, book_root: Path = Path("."), out: Path | None = Non
         FileNotFoundError: a chapter's executed notebook or completion record is missing.
         RuntimeError: the build failed; the message quotes the log's problems and its end.
     """
-    book_root = Path(book_root).resolve()
-    out = Path(out).resolve() if out is not None else book_root / "_build"
-    for required in ("_config.yml", "_toc.yml"):
-        if not (book_root / required).is_file():
-            raise FileNotFoundError(f"{book_root / required} not found: book_root must be the repository root.")
     require_latex()
-    copy_chapters(Path(run_dir), book_root)
-    write_results_pages(Path(run_dir), book_root)
+    book_root = prepare_sources(run_dir, book_root)
+    out = Path(out).resolve() if out is not None else book_root / "_build"
     out.mkdir(parents=True, exist_ok=True)
     config_path = out / PDF_CONFIG
     config_path.write_text(yaml.safe_dump(pdf_config(book_root), sort_keys=False, allow_unicode=True),
@@ -171,9 +163,7 @@ def build_pdf(run_dir: Path, book_root: Path = Path("."), out: Path | None = Non
 def _run(command: list[str], cwd: Path) -> str:
     """Run one step of the build with no stdin (LaTeX stops on an error instead of waiting for an answer) and
     return its output without colours, ending with its exit status."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "NO_COLOR": "1",
-           "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")}
-    proc = subprocess.run(command, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+    proc = subprocess.run(command, cwd=cwd, env=build_environment(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True, errors="replace", check=False)
     return _ANSI.sub("", proc.stdout) + f"\n[{command[0]}: exit status {proc.returncode}]\n"
 
@@ -181,8 +171,7 @@ def _run(command: list[str], cwd: Path) -> str:
 def _failure(log: str, pdf: Path, log_path: Path, seconds: float) -> str:
     """The message of a failed build: its Sphinx and LaTeX problems, then the end of the log."""
     lines = log.splitlines()
-    problems = [line for line in lines if _PROBLEM.search(line)][:LOG_PROBLEM_LINES]
-    found = ("warnings and errors:\n" + "\n".join(problems) + "\n") if problems else ""
+    found = log_problems(log, _PROBLEM)
     latex_log = pdf.with_suffix(".log")
     if latex_log.is_file():
         latex_lines = latex_log.read_text(encoding="utf-8", errors="replace").splitlines()
